@@ -1,0 +1,97 @@
+"""`trainer` command line: synth, fit, evaluate, export, bench.
+
+Each subcommand imports its module lazily so `trainer --help` is fast and an error in one
+path cannot break the others. User errors end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainer.errors import UserError
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainer", description="Train, evaluate and export the BiGAN detector.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="render a synthetic production line (MVTec layout, optional video)")
+    s.add_argument("out_dir", type=Path)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=128, help="part image size in pixels")
+    s.add_argument("--n-train", type=int, default=400, help="good training images")
+    s.add_argument("--n-test", type=int, default=200, help="test images (good and defective)")
+    s.add_argument("--video", type=Path, default=None, help="also write a conveyor video (.mp4 or .avi)")
+    s.add_argument("--parts", type=int, default=40, help="parts passing the camera in the video")
+
+    f = sub.add_parser("fit", help="train a detector on normal images")
+    f.add_argument("data_dir", type=Path)
+    f.add_argument("--out", type=Path, required=True, help="run directory to write")
+    f.add_argument("--model", default="ours-proj", help="variant: ours-proj, ours-concat, bigan-proj, egbad, ae, anogan")
+    f.add_argument("--epochs", type=int, default=None)
+    f.add_argument("--image-size", type=int, default=64, choices=[32, 64, 128, 256])
+    f.add_argument("--channels", type=int, default=None, choices=[1, 3], help="default: the data's own")
+    f.add_argument("--mnist-digit", type=int, default=None, help="normal digit for an MNIST IDX folder")
+    f.add_argument("--batch-size", type=int, default=None)
+    f.add_argument("--z-dim", type=int, default=None)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    f.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any training option, e.g. --set alpha=0.9 --set loss=bce")
+
+    e = sub.add_parser("evaluate", help="score the test split, calibrate the threshold, write metrics and plots")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--data", type=Path, default=None, help="data set (default: the one the run trained on)")
+
+    x = sub.add_parser("export", help="export the scoring path E->G->D to ONNX with a manifest")
+    x.add_argument("run_dir", type=Path)
+    x.add_argument("--out", type=Path, required=True, help="MODEL.onnx (MODEL.json is written beside it)")
+
+    b = sub.add_parser("bench", help="rebuild the paper's comparison table on a data set")
+    b.add_argument("data_dir", type=Path)
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--models", default="ours-proj,ours-concat,bigan-proj,egbad,ae,anogan,pca,knn")
+    b.add_argument("--epochs", type=int, default=None)
+    b.add_argument("--image-size", type=int, default=None)
+    b.add_argument("--mnist-digits", default=None, help="e.g. 0-9 or 1,3,7 for an MNIST IDX folder")
+    b.add_argument("--seeds", type=int, default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "synth":
+            from trainer.synth import run_synth
+
+            return run_synth(args)
+        if args.command == "fit":
+            from trainer.train import run_fit
+
+            return run_fit(args)
+        if args.command == "evaluate":
+            from trainer.evaluate import run_evaluate
+
+            return run_evaluate(args)
+        if args.command == "export":
+            from trainer.export import run_export
+
+            return run_export(args)
+        if args.command == "bench":
+            from trainer.bench import run_bench
+
+            return run_bench(args)
+    except UserError as exc:
+        print(f"trainer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trainer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
