@@ -1,0 +1,10 @@
+"""Errors a user of an engine can fix: what is wrong and how to fix it, in one message.
+
+The `engines` CLI prints the message as one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """A model, manifest, engine or request that cannot be used; the message says how to fix it."""

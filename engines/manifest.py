@@ -1,0 +1,140 @@
+"""The model manifest MODEL.json beside MODEL.onnx / MODEL.engine (schema_version 1).
+
+Written by `trainer export` and `engines build`, read by engines and the inspector; no torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engines.errors import EngineError
+
+SCHEMA_VERSION = 1
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("score", "reconstruction", "anomaly_map")
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    shape: list[int]              # -1 for the batch dimension N
+    dtype: Literal["uint8", "float32"]
+
+
+class TensorRTInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str                  # tensorrt.__version__ that built the engine
+    gpu_name: str
+    compute_capability: str       # "8.7"
+    max_batch: int = Field(ge=1)
+    opt_batch: int = Field(ge=1)
+    precision: Literal["fp32", "fp16"]
+    engine_sha256: str | None = None   # addition to the contract: detects an engine swapped under its manifest
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    model_id: str
+    variant: str
+    onnx_file: str                # relative to the manifest's folder
+    onnx_sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    image_size: int = Field(ge=1)
+    channels: Literal[1, 3]
+    color_order: str              # "BGR" for colour, "GRAY" for one channel
+    threshold: float | None = None
+    lambda_: float
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    producer: dict[str, str] = Field(default_factory=dict)
+    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    tensorrt: TensorRTInfo | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """H, W, C of one image."""
+        return self.image_size, self.image_size, self.channels
+
+
+def io_specs(size: int, channels: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The contract's input and outputs for a size×size×channels model (docs/architecture.md)."""
+    inputs = [TensorSpec(name=INPUT_NAME, shape=[-1, size, size, channels], dtype="uint8")]
+    outputs = [TensorSpec(name="score", shape=[-1], dtype="float32"),
+               TensorSpec(name="reconstruction", shape=[-1, size, size, channels], dtype="uint8"),
+               TensorSpec(name="anomaly_map", shape=[-1, size, size], dtype="float32")]
+    return inputs, outputs
+
+
+def model_id_for(variant: str, onnx_sha256: str) -> str:
+    return f"{variant}-{onnx_sha256[:12]}"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_path(model_path: str | Path) -> Path:
+    """X.json for X.onnx, X.engine or X.json itself."""
+    p = Path(model_path)
+    return p if p.suffix == ".json" else p.with_suffix(".json")
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """The manifest beside a model file (or at a .json path); EngineError when missing or invalid."""
+    mp = manifest_path(path)
+    if not mp.is_file():
+        raise EngineError(f"no manifest {mp} beside {Path(path).name}; export the model with "
+                          "`trainer export RUN_DIR --out MODEL.onnx`, which writes MODEL.json beside it")
+    try:
+        data = json.loads(mp.read_text())
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"cannot read manifest {mp}: {exc}") from None
+    if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
+        raise EngineError(f"{mp} has schema_version {data.get('schema_version')}, this code reads "
+                          f"{SCHEMA_VERSION}; re-export the model with this version's `trainer export`")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(root)"
+        raise EngineError(f"invalid manifest {mp}: {where}: {first['msg']} "
+                          f"({exc.error_count()} problem(s)); re-export the model") from None
+
+
+def write_manifest(manifest: Manifest, path: str | Path) -> Path:
+    """Write X.json beside the model path (atomically: temp file + rename); returns the .json path."""
+    mp = manifest_path(path)
+    mp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = mp.with_name(mp.name + ".tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+    os.replace(tmp, mp)
+    return mp
+
+
+def onnx_path(manifest: Manifest, manifest_file: str | Path) -> Path:
+    """The ONNX file a manifest describes (onnx_file is relative to the manifest's folder)."""
+    return (manifest_path(manifest_file).parent / manifest.onnx_file).resolve()
+
+
+def check_onnx_sha256(manifest: Manifest, onnx_file: str | Path) -> None:
+    """EngineError when the ONNX file is not the one the manifest was written for."""
+    p = Path(onnx_file)
+    if not p.is_file():
+        raise EngineError(f"{p} not found (named by its manifest); copy MODEL.onnx and MODEL.json together")
+    actual = sha256_file(p)
+    if actual != manifest.onnx_sha256:
+        raise EngineError(f"{p.name} does not match its manifest: sha256 {actual[:12]}… but the manifest "
+                          f"says {manifest.onnx_sha256[:12]}…; copy MODEL.onnx and MODEL.json from the "
+                          "same `trainer export`, or re-export")

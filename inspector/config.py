@@ -1,0 +1,250 @@
+"""The inspector's configuration: a TOML file plus INSPECTOR_… environment variables over defaults.
+
+Every field has its default beside its meaning; `load_config` turns validation errors into one line per field.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from inspector.errors import InspectorError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6): pip install tomli
+    import tomli as tomllib  # type: ignore[no-redef]
+
+DEFAULT_CONFIG = Path("/etc/inspector/inspector.toml")
+ImageKind = Literal["input", "reconstruction", "heatmap"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CameraConfig(_Section):
+    source: int | str = 0  # device index, video file, RTSP/HTTP URL, or a GStreamer pipeline (contains "!")
+    api: Literal["any", "ffmpeg", "gstreamer", "v4l2"] = "any"  # OpenCV backend; "any" picks by source
+    width: int = Field(0, ge=0)  # requested resolution; 0 = the camera's default
+    height: int = Field(0, ge=0)
+    fps: float = Field(0.0, ge=0)  # requested rate; for files the pacing rate of --realtime (0 = the file's)
+    open_timeout_ms: int = Field(5000, gt=0)  # CAP_PROP_OPEN_TIMEOUT_MSEC
+    read_timeout_ms: int = Field(5000, gt=0)  # CAP_PROP_READ_TIMEOUT_MSEC
+    reconnect_min_s: float = Field(0.5, gt=0)  # first retry delay after a failure, doubled each time ...
+    reconnect_max_s: float = Field(30.0, gt=0)  # ... up to this
+    loop: bool = False  # a file source starts again at its end instead of ending the run
+    queue_frames: int = Field(8, ge=1)  # frames buffered between capture and trigger
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> CameraConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+
+class RoiConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+
+class TriggerConfig(_Section):
+    mode: Literal["continuous", "presence", "external"] = "continuous"
+    every_n: int = Field(1, ge=1)  # continuous: inspect every Nth frame
+    roi: str = ""  # presence: the ROI watched (default: the first)
+    learn_frames: int = Field(20, ge=1)  # presence: frames used to learn the empty belt at start
+    max_present_frames: int = Field(300, ge=1)  # presence: foreground longer than this = the belt changed
+    on_fraction: float = Field(0.15, gt=0, le=1)  # presence: part present when this much of the ROI is foreground
+    off_fraction: float = Field(0.05, ge=0, lt=1)  # ... and gone again below this (hysteresis)
+    min_diff: float = Field(20.0, gt=0)  # presence: grey levels a pixel must differ from the belt
+    sigma: float = Field(4.0, gt=0)  # ... or this many times the belt's own spread, whichever is larger
+    background_rate: float = Field(0.02, ge=0, le=1)  # presence: belt model update rate on empty frames
+    endpoint: str = "tcp://127.0.0.1:5557"  # external: PULL socket the PLC pushes trigger messages to
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> TriggerConfig:
+        if self.off_fraction >= self.on_fraction:
+            raise ValueError("off_fraction must be below on_fraction (hysteresis)")
+        return self
+
+
+class EngineConfig(_Section):
+    path: Path | None = None  # MODEL.onnx or MODEL.engine (manifest MODEL.json beside it); replay: --model
+    backend: Literal["auto", "tensorrt", "onnxruntime"] = "auto"
+    max_batch: int = Field(8, ge=1)  # crops per engine call (capped by the engine's own max batch)
+    max_wait_ms: float = Field(10.0, ge=0)  # a batch is sent when full or this long after its first crop
+    queue_parts: int = Field(64, ge=1)  # parts buffered between trigger and scoring
+
+
+class DecisionConfig(_Section):
+    threshold: float | None = None  # overrides the manifest's threshold for every ROI
+    roi_thresholds: dict[str, float] = {}  # per ROI name, overrides both
+
+
+class PublishConfig(_Section):
+    bind: str | None = "tcp://127.0.0.1:5556"  # ZeroMQ PUB endpoint; empty = publish nowhere
+    images: list[ImageKind] = ["input", "reconstruction", "heatmap"]  # frames after the header, per ROI
+    send_images: Literal["all", "failed", "none"] = "all"  # which parts carry images ("failed" = fail+error)
+    image_format: Literal["png", "jpeg"] = "png"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    send_hwm: int = Field(1000, ge=1)  # messages queued per subscriber before PUB drops (ZMQ_SNDHWM)
+    linger_ms: int = Field(2000, ge=0)  # on close, how long queued messages may still be delivered
+    status_interval_s: float = Field(1.0, gt=0)
+    wait_subscribers: int = Field(0, ge=0)  # hold the first result until this many subscribers joined ...
+    wait_subscribers_s: float = Field(5.0, ge=0)  # ... or this long passed
+    queue_results: int = Field(256, ge=1)  # results buffered between decide and publish
+
+    @field_validator("bind")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("inspector_toml", default=None)
+
+
+class InspectorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INSPECTOR_", env_nested_delimiter="__", extra="forbid")
+
+    station_id: str = Field("station-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    camera: CameraConfig = CameraConfig()
+    rois: list[RoiConfig] = []  # empty: one ROI "center", the centred square of the frame's height
+    trigger: TriggerConfig = TriggerConfig()
+    engine: EngineConfig = EngineConfig()
+    decision: DecisionConfig = DecisionConfig()
+    publish: PublishConfig = PublishConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _names_refer_to_rois(self) -> InspectorConfig:
+        names = [r.name for r in self.rois] or ["center"]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rois: names must be unique, got {names}")
+        if self.trigger.roi and self.trigger.roi not in names:
+            raise ValueError(f"trigger.roi: {self.trigger.roi!r} is not an ROI; allowed: {names}")
+        unknown = sorted(set(self.decision.roi_thresholds) - set(names))
+        if unknown:
+            raise ValueError(f"decision.roi_thresholds: unknown ROI {unknown}; allowed: {names}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: command-line overrides > environment > TOML file > defaults.
+        toml = _toml_path.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> InspectorConfig:
+    """Read PATH (None: defaults and environment only); raise InspectorError listing every invalid field."""
+    if path is not None:
+        if not path.is_file():
+            raise InspectorError(f"config: {path} does not exist (pass --config FILE)")
+        try:
+            tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise InspectorError(f"config: {path} is not valid TOML: {e}") from None
+    token = _toml_path.set(path)
+    try:
+        return InspectorConfig(**(overrides or {}))
+    except ValidationError as e:
+        raise InspectorError(format_errors(e, path)) from None
+    finally:
+        _toml_path.reset(token)
+
+
+def format_errors(err: ValidationError, path: Path | None) -> str:
+    """One line per invalid field: `where: what is wrong (got VALUE)`, unknown keys with the allowed ones."""
+    where = f"{path}" if path else "configuration"
+    lines = [f"{where}: {err.error_count()} invalid field(s)"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_fields(e["loc"][:-1])
+            msg = f"unknown field; allowed: {', '.join(allowed)}"
+        elif "input" in e and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
+        env = "INSPECTOR_" + "__".join(str(p) for p in e["loc"]).upper()
+        if env in os.environ:
+            msg += f" (from the environment variable {env})"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = InspectorConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def effective_toml(cfg: InspectorConfig) -> str:
+    """The configuration as TOML (what check-config prints); unset optional values shown as comments."""
+    data = cfg.model_dump(mode="json")
+    out: list[str] = [f"station_id = {_toml_value(data.pop('station_id'))}", ""]
+    rois = data.pop("rois")
+    for name, section in data.items():
+        out.append(f"[{name}]")
+        for key, value in section.items():
+            if value is None:
+                out.append(f"# {key} is not set")
+            elif isinstance(value, dict):
+                inner = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
+                out.append(f"{key} = {{ {inner} }}")
+            else:
+                out.append(f"{key} = {_toml_value(value)}")
+        out.append("")
+    if not rois:
+        out.append("# rois: none given -> one ROI \"center\", the centred square of the frame's height")
+    for roi in rois:
+        out.append("[[rois]]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in roi.items())
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v)
+    return '"' + re.sub(r'(["\\])', r"\\\1", s) + '"'

@@ -1,0 +1,234 @@
+"""capture → trigger → crop → batch → score → decide → publish, as threads joined by bounded queues.
+
+The main thread supervises: systemd notifications, the watchdog, SIGTERM/SIGINT (stop capture, drain, exit 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+import zmq
+
+from inspector.batcher import Batcher
+from inspector.capture import END, Capture
+from inspector.config import InspectorConfig
+from inspector.crop import check_rois, crop, resolve_rois, to_model_input
+from inspector.decide import decide, resolve_thresholds
+from inspector.errors import InspectorError
+from inspector.notify import Notifier
+from inspector.publish import Publisher, PublishHook
+from inspector.records import Part, Roi
+from inspector.scoring import Engine, score_batch
+from inspector.stats import Stats
+from inspector.trigger import (
+    ContinuousTrigger,
+    ExternalTrigger,
+    ExternalTriggerReceiver,
+    Fired,
+    PresenceTrigger,
+    Trigger,
+)
+
+log = structlog.get_logger("inspector.pipeline")
+
+
+class Pipeline:
+    def __init__(self, cfg: InspectorConfig, engine: Engine, *, realtime: bool = False,
+                 notifier: Notifier | None = None, first_sequence: int = 1,
+                 before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = (),
+                 lossless: bool | None = None) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.notifier = notifier or Notifier()
+        self.stats = Stats()
+        self.run_id = uuid.uuid4().hex[:8]
+        self.model_id = str(getattr(engine.manifest, "model_id", "unknown"))
+        roi_names = [r.name for r in cfg.rois] or ["center"]
+        manifest_threshold = getattr(engine.manifest, "threshold", None)
+        self.thresholds = resolve_thresholds(roi_names, cfg.decision, manifest_threshold)
+        self.ctx = zmq.Context()
+        self.frames: queue.Queue = queue.Queue(cfg.camera.queue_frames)
+        self.parts: queue.Queue = queue.Queue(cfg.engine.queue_parts)
+        self.results: queue.Queue = queue.Queue(cfg.publish.queue_results)
+        self.capture = Capture(cfg.camera, self.frames, self.stats, realtime=realtime, lossless=lossless)
+        self.receiver = (ExternalTriggerReceiver(self.ctx, cfg.trigger.endpoint, self.stats)
+                         if cfg.trigger.mode == "external" else None)
+        self.publisher = Publisher(
+            cfg.publish, self.ctx, self.results, self.stats, station_id=cfg.station_id, run_id=self.run_id,
+            info={"model_id": self.model_id, "backend": getattr(engine, "backend", None),
+                  "source": str(cfg.camera.source)},
+            first_sequence=first_sequence, before_publish=before_publish, after_publish=after_publish)
+        self._stages = [threading.Thread(target=self._guard, args=(self._trigger_loop,), name="trigger", daemon=True),
+                        threading.Thread(target=self._guard, args=(self._score_loop,), name="score", daemon=True)]
+        self._stop = threading.Event()
+        self._abort = threading.Event()  # a stage died: stop waiting on queues
+        self.fatal: BaseException | None = None
+        self.started_mono = 0.0
+        self.ended_mono = 0.0
+
+    # --- life cycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bind the sockets and start every thread; InspectorError if an endpoint cannot be bound."""
+        self.publisher.start()
+        self.publisher.bound.wait(10)
+        if self.publisher.bind_error:
+            raise InspectorError(self.publisher.bind_error)
+        if self.receiver is not None:
+            try:
+                self.receiver.start_and_bind()
+            except OSError as e:
+                self.results.put(END)
+                raise InspectorError(str(e)) from None
+        self.started_mono = time.monotonic()
+        for t in self._stages:
+            t.start()
+        self.capture.start()
+        log.info("pipeline started", run_id=self.run_id, model_id=self.model_id, trigger=self.cfg.trigger.mode,
+                 source=str(self.cfg.camera.source), thresholds=self.thresholds)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self, handle_signals: bool = True) -> int:
+        """Start, supervise until the stream ends or a signal arrives, drain; the process exit code."""
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, _frame: self._on_signal(signum))
+        self.start()
+        ready = stopping = False
+        last_ping, last_examined = 0.0, 0
+        interval = self.notifier.watchdog_interval_s
+        while self.publisher.is_alive():
+            if not ready and self.capture.opened.is_set():
+                ready = True
+                self.notifier.ready(f"inspecting {self.cfg.camera.source}")
+            if self._stop.is_set() and not stopping:
+                stopping = True
+                self.notifier.stopping()
+                log.info("stopping: capture closed, draining the pipeline")
+                self.capture.stop()
+            now = time.monotonic()
+            if ready and not stopping and interval and now - last_ping >= interval and self.stats.frames_examined != last_examined:
+                last_ping, last_examined = now, self.stats.frames_examined
+                self.notifier.watchdog()  # only while frames are being processed
+            self.publisher.join(timeout=min(0.1, interval or 0.1))
+        if not stopping:
+            self.notifier.stopping()
+        self.ended_mono = time.monotonic()
+        self.close()
+        if self.fatal is not None:
+            log.error("pipeline failed", error=str(self.fatal))
+            return 2 if isinstance(self.fatal, InspectorError) else 1
+        log.info("pipeline stopped", **{k: v for k, v in self.stats.snapshot().items() if k != "camera"})
+        return 0
+
+    def close(self) -> None:
+        self.capture.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver.join(2)
+        for t in (*self._stages, self.capture):
+            t.join(2)
+        self.ctx.term()
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("signal received", signal=signal.Signals(signum).name)
+        self._stop.set()
+
+    def _guard(self, loop: Any) -> None:
+        try:
+            loop()
+        except BaseException as e:  # noqa: BLE001 - a stage must never die silently
+            self.fatal = e
+            if not isinstance(e, InspectorError):
+                log.exception("stage failed", stage=threading.current_thread().name)
+            self._abort.set()
+            self._stop.set()
+            self.capture.consumer_gone()
+            self._put(self.results, END, force=True)
+
+    def _put(self, q: queue.Queue, item: Any, force: bool = False) -> None:
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._abort.is_set() and not force:
+                    return
+                if force:  # make room: the consumer is gone or the pipeline is being torn down
+                    with contextlib.suppress(queue.Empty):
+                        q.get_nowait()
+
+    # --- stages -----------------------------------------------------------------------------------
+    def _trigger_loop(self) -> None:
+        """Frames in, parts out: the trigger decides, the crop stage cuts and resizes."""
+        rois: list[Roi] | None = None
+        trigger: Trigger | None = None
+        shape: tuple[int, ...] | None = None
+        try:
+            while True:
+                frame = self.frames.get()
+                if frame is END:
+                    break
+                self.stats.frame_examined()
+                if frame.image.shape != shape:
+                    shape = frame.image.shape
+                    rois = resolve_rois(self.cfg.rois, shape)
+                    problem = check_rois(rois, shape)
+                    if problem:
+                        raise InspectorError(f"rois: {problem}; fix [[rois]] in the configuration")
+                    if trigger is None:
+                        trigger = self._make_trigger(rois)
+                assert trigger is not None and rois is not None
+                for fired in trigger.update(frame):
+                    self._emit(fired, rois)
+            if trigger is not None and rois is not None:
+                for fired in trigger.flush():
+                    self._emit(fired, rois)
+        finally:
+            self.capture.consumer_gone()
+            self._put(self.parts, END)
+
+    def _make_trigger(self, rois: list[Roi]) -> Trigger:
+        t = self.cfg.trigger
+        if t.mode == "continuous":
+            return ContinuousTrigger(t.every_n)
+        if t.mode == "presence":
+            watched = next((r for r in rois if r.name == t.roi), rois[0])
+            return PresenceTrigger(watched, t)
+        assert self.receiver is not None
+        return ExternalTrigger(self.receiver)
+
+    def _emit(self, fired: Fired, rois: list[Roi]) -> None:
+        self.stats.part_triggered()
+        self._put(self.parts, self._make_part(fired, rois))
+
+    def _make_part(self, fired: Fired, rois: list[Roi]) -> Part:
+        frame = fired.frame
+        part = Part(fired.part_id or f"{self.cfg.station_id}-{self.run_id}-{frame.number}", frame,
+                    self.cfg.trigger.mode, rois)
+        try:
+            part.crops = [to_model_input(crop(frame.image, r), self.engine.input_shape) for r in rois]
+        except Exception as e:  # never silence: the part is published with verdict "error"
+            part.crops, part.error = [], f"crop failed: {e}"
+        return part
+
+    def _score_loop(self) -> None:
+        """Parts in, results out: batches up to the engine's max batch or max wait, then decide."""
+        max_batch = max(1, min(self.cfg.engine.max_batch, int(self.engine.max_batch)))
+        batcher: Batcher[Part] = Batcher(self.parts, max_batch, self.cfg.engine.max_wait_ms / 1000,
+                                         size=lambda p: max(1, len(p.crops)))
+        try:
+            while batch := batcher.next_batch():
+                for scored in score_batch(self.engine, batch):
+                    self._put(self.results, decide(scored, self.thresholds, self.model_id))
+        finally:
+            self._put(self.results, END)

@@ -1,0 +1,175 @@
+"""Replay a recorded video through the daemon's own pipeline and summarise it, optionally against ground truth.
+
+Ground truth is the CSV `trainer synth --video` writes: part_id,first_frame,last_frame,center_frame,label.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspector.config import load_config
+from inspector.errors import InspectorError
+from inspector.logs import setup_logging
+from inspector.pipeline import Pipeline
+from inspector.scoring import open_engine
+
+
+@dataclass(frozen=True)
+class TruthPart:
+    part_id: str
+    first_frame: int
+    last_frame: int
+    center_frame: int
+    label: str  # "good" or the defect type
+
+
+def read_ground_truth(path: Path) -> list[TruthPart]:
+    need = ["part_id", "first_frame", "last_frame", "center_frame", "label"]
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in need if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InspectorError(f"ground truth {path}: missing column(s) {missing}; expected header {','.join(need)}")
+            return [TruthPart(r["part_id"], int(r["first_frame"]), int(r["last_frame"]), int(r["center_frame"]),
+                              r["label"].strip()) for r in reader]
+    except OSError as e:
+        raise InspectorError(f"ground truth {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise InspectorError(f"ground truth {path}: {e}") from None
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve by ranks (Mann-Whitney U, ties averaged); None without both classes."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.arange(1, len(scores) + 1)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    ranks = (sums / counts)[inverse]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def part_score(header: dict[str, Any]) -> float | None:
+    """One number per part: the largest margin of an ROI's score over its threshold (None on error)."""
+    margins = [r["score"] - r["threshold"] for r in header["rois"] if r["score"] is not None]
+    return max(margins) if margins and header["verdict"] != "error" else None
+
+
+def evaluate(headers: list[dict[str, Any]], truth: list[TruthPart]) -> dict[str, Any]:
+    """Match each verdict to the part whose [first_frame, last_frame] holds its frame; score per part."""
+    by_part: dict[str, list[dict[str, Any]]] = {t.part_id: [] for t in truth}
+    spans = sorted(truth, key=lambda t: t.first_frame)
+    spurious = 0
+    for h in headers:
+        match = next((t for t in spans if t.first_frame <= h["frame"] <= t.last_frame), None)
+        if match is None:
+            spurious += 1
+        else:
+            by_part[match.part_id].append(h)
+    correct, duplicates = 0, 0
+    wrong: list[dict[str, Any]] = []
+    labels, scores = [], []
+    for t in truth:
+        verdicts = by_part[t.part_id]
+        duplicates += max(0, len(verdicts) - 1)
+        expected = "pass" if t.label == "good" else "fail"
+        if not verdicts:
+            wrong.append({"part_id": t.part_id, "label": t.label, "verdict": None, "frame": None, "why": "no verdict"})
+            continue
+        first = verdicts[0]
+        got = "pass" if first["verdict"] == "pass" else "fail"  # an error is a reject
+        if got == expected:
+            correct += 1
+        else:
+            wrong.append({"part_id": t.part_id, "label": t.label, "verdict": first["verdict"], "frame": first["frame"],
+                          "score": part_score(first), "why": "wrong verdict"})
+        s = part_score(first)
+        if s is not None:
+            labels.append(t.label != "good")
+            scores.append(s)
+    return {
+        "truth_parts": len(truth),
+        "accuracy": round(correct / len(truth), 4) if truth else None,
+        "auroc": None if (a := auroc(np.array(labels), np.array(scores))) is None else round(a, 4),
+        "missed": sum(1 for w in wrong if w["verdict"] is None),
+        "duplicates": duplicates,
+        "spurious": spurious,
+        "wrong": wrong,
+    }
+
+
+def summarize(headers: list[dict[str, Any]], frames: int, seconds: float) -> dict[str, Any]:
+    lat = np.array([h["latency_ms"] for h in headers], dtype=np.float64)
+    return {
+        "parts": len(headers),
+        "passed": sum(h["verdict"] == "pass" for h in headers),
+        "failed": sum(h["verdict"] == "fail" for h in headers),
+        "errors": sum(h["verdict"] == "error" for h in headers),
+        "frames": frames,
+        "seconds": round(seconds, 3),
+        "fps": round(frames / seconds, 2) if seconds > 0 else None,
+        "parts_per_s": round(len(headers) / seconds, 2) if seconds > 0 else None,
+        "crops_per_s": round(sum(len(h["rois"]) for h in headers) / seconds, 2) if seconds > 0 else None,
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
+        "latency_p99_ms": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
+        "accuracy": None,
+        "auroc": None,
+    }
+
+
+def run_replay(video: Path, model: Path, config: Path | None = None, realtime: bool = False,
+               ground_truth: Path | None = None, publish: str | None = None, json_out: Path | None = None) -> int:
+    if not video.is_file():
+        raise InspectorError(f"video {video} does not exist")
+    truth = read_ground_truth(ground_truth) if ground_truth else None
+    cfg = load_config(config, {"camera": {"source": str(video), "loop": False},
+                               "engine": {"path": str(model)}, "publish": {"bind": publish or ""}})
+    if publish and cfg.publish.wait_subscribers == 0:
+        cfg.publish.wait_subscribers = 1  # a listener started first must not miss the first results
+    setup_logging("warning", cfg.logging.format, cfg.station_id, stream=sys.stderr)
+    engine = open_engine(cfg.engine)
+    headers: list[dict[str, Any]] = []
+    try:
+        pipeline = Pipeline(cfg, engine, realtime=realtime, after_publish=[lambda h, _images: headers.append(h)])
+        code = pipeline.run(handle_signals=True)
+    finally:
+        engine.close()
+    if isinstance(pipeline.fatal, InspectorError):
+        raise pipeline.fatal
+    if code != 0:
+        return code
+    summary = summarize(headers, pipeline.stats.frames_captured, pipeline.ended_mono - pipeline.started_mono)
+    summary["model_id"] = pipeline.model_id
+    if truth is not None:
+        summary.update(evaluate(headers, truth))
+    print(format_summary(summary))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"parts {s['parts']}  passed {s['passed']}  failed {s['failed']}  errors {s['errors']}",
+             f"frames {s['frames']} in {s['seconds']} s: {s['fps']} fps, {s['parts_per_s']} parts/s; "
+             f"latency p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms"]
+    if s.get("truth_parts") is not None:
+        lines.append(f"ground truth: {s['truth_parts']} parts, accuracy {s['accuracy']}, AUROC {s['auroc']}, "
+                     f"missed {s['missed']}, duplicates {s['duplicates']}, spurious {s['spurious']}")
+        for w in s["wrong"]:
+            lines.append(f"  wrong: part {w['part_id']} ({w['label']}) got {w['verdict']} at frame {w['frame']}"
+                         f" ({w['why']})")
+    return "\n".join(lines)

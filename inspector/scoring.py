@@ -1,0 +1,98 @@
+"""Call the engine on a batch of parts; a failing engine call gives every part in it an error, never silence.
+
+The engine comes from `engines.load_engine` (TensorRT or ONNX Runtime); this module never loads a model itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+
+from inspector.config import EngineConfig
+from inspector.errors import InspectorError
+from inspector.records import Part
+
+log = structlog.get_logger("inspector.scoring")
+
+
+class Engine(Protocol):
+    """The contract of engines.Engine that the inspector relies on (docs/architecture.md)."""
+
+    manifest: Any  # engines.manifest.Manifest: model_id, threshold, image_size, channels, color_order
+    max_batch: int
+    input_shape: tuple[int, int, int]
+    backend: str
+
+    def infer(self, images: np.ndarray) -> Any: ...  # -> InferResult(scores, reconstructions, maps)
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Scored:
+    part: Part
+    scores: np.ndarray | None = None  # float32, one per ROI
+    reconstructions: np.ndarray | None = None  # uint8 R×H×W×C
+    maps: np.ndarray | None = None  # float32 R×H×W
+    error: str | None = None
+
+
+def open_engine(cfg: EngineConfig, path: Path | None = None) -> Engine:
+    """Load the configured model through engines.load_engine; InspectorError with the fix if it cannot."""
+    path = path or cfg.path
+    if path is None:
+        raise InspectorError("engine.path is not set: put `path = \"/path/model.onnx\"` under [engine] "
+                             "or set INSPECTOR_ENGINE__PATH")
+    if not Path(path).exists():
+        raise InspectorError(f"engine.path: {path} does not exist (export it with `trainer export`, "
+                             "build it with `engines build`)")
+    try:
+        from engines import load_engine
+    except ImportError as e:
+        raise InspectorError(f"the engines package cannot be imported ({e}); install the core package") from None
+    try:
+        return load_engine(path, backend=cfg.backend, max_batch=cfg.max_batch)
+    except Exception as e:  # engines.errors.EngineError says what to do; anything else is shown as is
+        raise InspectorError(f"engine {path}: {e}") from None
+
+
+def score_batch(engine: Engine, parts: list[Part]) -> list[Scored]:
+    """Score every crop of every part, in engine calls of at most engine.max_batch crops."""
+    out = [Scored(p, error=p.error) for p in parts]
+    todo = [s for s in out if s.error is None]
+    crops = [c for s in todo for c in s.part.crops]
+    if not crops:
+        return out
+    try:
+        scores, recons, maps = _infer_all(engine, np.stack(crops))
+    except Exception as e:
+        message = f"engine failed: {type(e).__name__}: {e}"
+        log.error("scoring failed", error=message, parts=len(todo))
+        for s in todo:
+            s.error = message
+        return out
+    i = 0
+    for s in todo:
+        n = len(s.part.crops)
+        s.scores, s.reconstructions, s.maps = scores[i : i + n], recons[i : i + n], maps[i : i + n]
+        i += n
+    return out
+
+
+def _infer_all(engine: Engine, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(images)
+    scores, recons, maps = [], [], []
+    for start in range(0, n, engine.max_batch):
+        chunk = images[start : start + engine.max_batch]
+        r = engine.infer(chunk)
+        s = np.asarray(r.scores, dtype=np.float32).reshape(-1)
+        if len(s) != len(chunk) or len(r.reconstructions) != len(chunk) or len(r.maps) != len(chunk):
+            raise ValueError(f"engine returned {len(s)} results for {len(chunk)} images")
+        scores.append(s)
+        recons.append(np.asarray(r.reconstructions))
+        maps.append(np.asarray(r.maps, dtype=np.float32))
+    return np.concatenate(scores), np.concatenate(recons), np.concatenate(maps)

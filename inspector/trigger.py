@@ -1,0 +1,273 @@
+"""Which frames are parts to inspect: continuous (every Nth), presence (once per part, best centred), external (PLC).
+
+Each trigger sees every frame in order through `update` and returns the frames to inspect; `flush` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+import structlog
+import zmq
+
+from inspector.config import TriggerConfig
+from inspector.crop import crop
+from inspector.records import Frame, Roi
+from inspector.stats import Stats
+
+log = structlog.get_logger("inspector.trigger")
+
+MAX_TRIGGER_BYTES = 1024
+PRESENCE_WIDTH = 64  # the watched ROI is shrunk to this width (INTER_AREA averages belt texture out)
+PASSED_CENTRE_MARGIN = 0.03  # fire once the part is this far (fraction of the ROI) past its best position
+
+
+@dataclass(frozen=True)
+class Fired:
+    frame: Frame
+    part_id: str | None = None  # given by the PLC with an external trigger
+
+
+class Trigger(Protocol):
+    mode: str
+
+    def update(self, frame: Frame) -> list[Fired]: ...
+
+    def flush(self) -> list[Fired]: ...
+
+
+class ContinuousTrigger:
+    """Every Nth frame the stage sees (N = 1: every frame)."""
+
+    mode = "continuous"
+
+    def __init__(self, every_n: int = 1) -> None:
+        self.every_n = every_n
+        self._seen = 0
+
+    def update(self, frame: Frame) -> list[Fired]:
+        fire = self._seen % self.every_n == 0
+        self._seen += 1
+        return [Fired(frame)] if fire else []
+
+    def flush(self) -> list[Fired]:
+        return []
+
+
+class PresenceTrigger:
+    """A part entering the ROI, seen as foreground against a learned belt, fired once at its best-centred frame.
+
+    The belt is learned per pixel (median and spread of the first `learn_frames` frames, then a running
+    update on empty frames), on a shrunken grey ROI so a textured or moving belt averages out. A part is
+    present from `on_fraction` foreground until below `off_fraction` (hysteresis); the frames seen while
+    learning are checked once the belt is known. While present, the
+    frame whose foreground centroid is closest to the ROI centre is kept; it fires as soon as the part has
+    clearly passed that position, or when the part leaves, whichever comes first.
+    """
+
+    mode = "presence"
+
+    def __init__(self, roi: Roi, cfg: TriggerConfig) -> None:
+        self.roi = roi
+        self.cfg = cfg
+        self._learning: list[tuple[np.ndarray, Frame]] = []
+        self._mean: np.ndarray | None = None
+        self._spread: np.ndarray | None = None
+        self._active = False
+        self._fired = False
+        self._best: tuple[float, Frame] | None = None
+        self._present = 0  # frames the current part has been present
+        self.coverage = 0.0  # of the last frame, for tests and debugging
+
+    def _small_grey(self, image: np.ndarray) -> np.ndarray:
+        patch = crop(image, self.roi)
+        if patch.ndim == 3 and patch.shape[2] == 3:
+            patch = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY)
+        patch = patch.reshape(patch.shape[0], patch.shape[1])
+        w = min(PRESENCE_WIDTH, patch.shape[1])
+        h = max(1, round(patch.shape[0] * w / patch.shape[1]))
+        return cv2.resize(patch, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    def update(self, frame: Frame) -> list[Fired]:
+        grey = self._small_grey(frame.image)
+        if self._mean is None or self._mean.shape != grey.shape:
+            return self._learn(grey, frame)
+        return self._detect(grey, frame)
+
+    def _detect(self, grey: np.ndarray, frame: Frame) -> list[Fired]:
+        assert self._mean is not None and self._spread is not None
+        diff = np.abs(grey - self._mean)
+        fg = diff > np.maximum(self.cfg.min_diff, self.cfg.sigma * self._spread)
+        self.coverage = float(fg.mean())
+        if not self._active:
+            if self.coverage < self.cfg.on_fraction:
+                if self.coverage <= self.cfg.off_fraction:  # an empty belt: follow slow changes (light)
+                    rate = self.cfg.background_rate
+                    self._mean += rate * (grey - self._mean)
+                    self._spread += rate * (np.maximum(diff * 1.4826, 1.0) - self._spread)
+                return []
+            self._active, self._fired, self._best, self._present = True, False, None, 0
+        self._present += 1
+        if self.coverage <= self.cfg.off_fraction:  # the part has left
+            self._active = False
+            return self._fire()
+        if self._present > self.cfg.max_present_frames:  # not a part: the belt itself changed
+            log.warning("presence: foreground for too long, learning the belt again", frames=self._present)
+            self._mean = None
+            self._active = False
+            return self._fire()
+        if not self._fired:
+            d = _centroid_distance(fg)
+            if self._best is None or d < self._best[0]:
+                self._best = (d, frame)
+            elif d > self._best[0] + PASSED_CENTRE_MARGIN:
+                return self._fire()
+        return []
+
+    def flush(self) -> list[Fired]:
+        return self._fire() if self._active else []
+
+    def _fire(self) -> list[Fired]:
+        best, self._best = self._best, None
+        if self._fired or best is None:
+            return []
+        self._fired = True
+        return [Fired(best[1])]
+
+    def _learn(self, grey: np.ndarray, frame: Frame) -> list[Fired]:
+        """Collect the first frames; then model the belt from them and run them through detection,
+        so a part that passed while the belt was being learned still gets its one trigger."""
+        if self._learning and self._learning[0][0].shape != grey.shape:
+            self._learning.clear()  # the camera came back at another resolution: start again
+        self._learning.append((grey, frame))
+        if len(self._learning) < self.cfg.learn_frames:
+            return []
+        stack = np.stack([g for g, _ in self._learning])
+        self._mean = np.median(stack, axis=0)
+        self._spread = np.maximum(np.median(np.abs(stack - self._mean), axis=0) * 1.4826, 1.0)
+        learned, self._learning = self._learning, []
+        self._active = False
+        return [fired for g, f in learned for fired in self._detect(g, f)]
+
+def _centroid_distance(fg: np.ndarray) -> float:
+    """Distance of the foreground's centroid from the ROI centre, in fractions of the ROI size."""
+    ys, xs = np.nonzero(fg)
+    if xs.size == 0:
+        return float("inf")
+    h, w = fg.shape
+    return float(np.hypot((xs.mean() + 0.5) / w - 0.5, (ys.mean() + 0.5) / h - 0.5))
+
+
+class ExternalTriggerReceiver(threading.Thread):
+    """Owns the PULL socket the PLC pushes to; stamps each valid message with its arrival time.
+
+    A message is one frame: empty, or a JSON object with an optional "part_id" string (at most 128
+    characters). Anything else (more frames, over 1 KiB, not JSON) is counted as dropped and ignored.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, stats: Stats) -> None:
+        super().__init__(name="external-trigger", daemon=True)
+        self.endpoint = endpoint
+        self.stats = stats
+        self._ctx = ctx
+        self._halt = threading.Event()
+        self._bound = threading.Event()
+        self._error: str | None = None
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[float, str | None]] = deque()
+
+    def start_and_bind(self, timeout_s: float = 5.0) -> None:
+        """Start the thread and wait until its socket is bound (raises OSError if binding failed)."""
+        self.start()
+        self._bound.wait(timeout_s)
+        if self._error:
+            raise OSError(self._error)
+
+    def run(self) -> None:
+        sock = self._ctx.socket(zmq.PULL)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_TRIGGER_BYTES)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as e:
+            self._error = f"trigger.endpoint {self.endpoint}: {e}"
+            self._bound.set()
+            sock.close()
+            return
+        self._bound.set()
+        log.info("external trigger listening", endpoint=self.endpoint)
+        try:
+            while not self._halt.is_set():
+                if not sock.poll(100):
+                    continue
+                msg = sock.recv_multipart()
+                now = time.monotonic()
+                part_id = _parse_trigger(msg)
+                if part_id is False:
+                    self.stats.drop("bad_trigger")
+                    continue
+                with self._lock:
+                    self._pending.append((now, part_id or None))
+        finally:
+            sock.close()
+
+    def take_before(self, t_mono: float) -> list[str | None]:
+        """Part ids of the triggers that arrived before a frame captured at t_mono."""
+        out: list[str | None] = []
+        with self._lock:
+            while self._pending and self._pending[0][0] <= t_mono:
+                out.append(self._pending.popleft()[1])
+        return out
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+def _parse_trigger(msg: list[bytes]) -> str | None | bool:
+    """The part id (None if not given), or False for an invalid message."""
+    if len(msg) != 1 or len(msg[0]) > MAX_TRIGGER_BYTES:
+        return False
+    if not msg[0].strip():
+        return None
+    try:
+        body = json.loads(msg[0])
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(body, dict):
+        return False
+    part_id = body.get("part_id")
+    if part_id is None:
+        return None
+    if not isinstance(part_id, str) or not 0 < len(part_id) <= 128:
+        return False
+    return part_id
+
+
+class ExternalTrigger:
+    """Inspects the first frame captured after each trigger message (one part per message)."""
+
+    mode = "external"
+
+    def __init__(self, receiver: ExternalTriggerReceiver) -> None:
+        self.receiver = receiver
+
+    def update(self, frame: Frame) -> list[Fired]:
+        return [Fired(frame, pid) for pid in self.receiver.take_before(frame.t_mono)]
+
+    def flush(self) -> list[Fired]:
+        left = self.receiver.pending()
+        if left:
+            log.warning("triggers arrived after the last frame", count=left)
+            self.receiver.stats.drop("trigger_without_frame", left)
+        return []

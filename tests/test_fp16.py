@@ -1,0 +1,87 @@
+"""FP16 graph: loads in ONNX Runtime with the graph's I/O unchanged, stays close to FP32; verify and AUROC.
+
+This is the FP16 fidelity check that runs where TensorRT cannot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from standin_detector import exported_standin
+
+from engines.fp16 import fp16_bytes, fp16_path, write_fp16
+from engines.manifest import read_manifest
+from engines.onnxruntime_engine import OnnxRuntimeEngine
+from engines.verify import auroc, load_images, verify
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    return exported_standin(3)
+
+
+def test_fp16_graph_keeps_io_types_and_halves_weights(model: Path, tmp_path: Path) -> None:
+    out = write_fp16(model, tmp_path / "m.fp16.onnx")
+    g = onnx.load(str(out))
+    io = {v.name: v.type.tensor_type.elem_type for v in list(g.graph.input) + list(g.graph.output)}
+    assert io == {"images": onnx.TensorProto.UINT8, "score": onnx.TensorProto.FLOAT,
+                  "reconstruction": onnx.TensorProto.UINT8, "anomaly_map": onnx.TensorProto.FLOAT}
+    kinds = {i.data_type for i in g.graph.initializer if len(i.dims) > 1}
+    assert kinds == {onnx.TensorProto.FLOAT16}
+    assert fp16_path(model).name == "model.fp16.onnx"
+
+
+def test_fp16_graph_runs_close_to_fp32(model: Path) -> None:
+    manifest = read_manifest(model)
+    fp32 = OnnxRuntimeEngine(model, manifest, 8)
+    fp16 = OnnxRuntimeEngine(fp16_bytes(model), manifest, 8)
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    a, b = fp32.infer(images), fp16.infer(images)
+    assert b.scores.dtype == np.float32 and b.reconstructions.dtype == np.uint8
+    rel = np.abs(a.scores - b.scores) / np.abs(a.scores)
+    assert rel.max() < 5e-3
+    assert np.abs(a.scores - b.scores).max() > 0          # it really is a different precision
+    assert np.abs(a.reconstructions.astype(int) - b.reconstructions).max() <= 2
+    np.testing.assert_allclose(a.maps, b.maps, atol=5e-3)
+
+
+def test_auroc_with_ties_and_one_class() -> None:
+    assert auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert auroc(np.array([1.0, 1.0, 1.0, 1.0]), np.array([0, 1, 0, 1])) == pytest.approx(0.5)
+    assert auroc(np.array([3.0, 2.0, 1.0]), np.array([1, 0, 0])) == pytest.approx(1.0)
+    assert auroc(np.array([1.0, 2.0]), np.array([0, 0])) is None
+
+
+def _mvtec(root: Path, n: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for cls, level in (("good", 60), ("scratch", 200)):
+        d = root / "test" / cls
+        d.mkdir(parents=True)
+        for i in range(n):
+            img = np.full((40, 40, 3), level, np.uint8)
+            img[rng.integers(0, 30):, :8] = rng.integers(0, 256)
+            cv2.imwrite(str(d / f"{i:03d}.png"), img)
+    return root
+
+
+def test_mvtec_folder_is_read_with_labels(tmp_path: Path) -> None:
+    images, labels = load_images(_mvtec(tmp_path), 32, 3)
+    assert images.shape == (12, 32, 32, 3) and images.dtype == np.uint8
+    assert labels is not None and labels.tolist() == [0] * 6 + [1] * 6
+
+
+def test_verify_fp16_graph_with_labels(model: Path, tmp_path: Path) -> None:
+    [result] = verify(model, _mvtec(tmp_path))
+    assert result.candidate == "onnxruntime fp16 graph" and result.images == 12
+    assert result.auroc_reference is not None and result.auroc_delta is not None
+    assert abs(result.auroc_delta) <= 0.002 and result.ok
+    assert 0 < result.score_max_abs_dev < 1e-2
+
+
+def test_verify_fails_beyond_tolerance(model: Path) -> None:
+    [result] = verify(model, None, limit=8, score_rtol=1e-9)
+    assert not result.ok and result.auroc_reference is None

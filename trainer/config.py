@@ -1,0 +1,183 @@
+"""Detector configuration as plain data: defaults beside their meaning, variant presets, --set parsing.
+
+The paper's recipe is one `--set` away from the shipped defaults (see docs/detector.md for the evidence).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from trainer.errors import UserError
+
+VARIANTS = ("ours-proj", "ours-concat", "bigan-proj", "egbad", "ae", "anogan")
+SIZES = (32, 64, 128, 256)
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "ours-proj"   # one of VARIANTS
+    image_size: int = 64         # 32, 64, 128 or 256 px (square)
+    channels: int = 3            # 1 (grey) or 3 (BGR)
+    z_dim: int = 100             # latent size (paper: 100)
+    width: int = 32              # channels of the first conv; doubles per stride-2 stage
+    max_width: int = 256         # cap on conv channels for the big sizes
+    join: str = "projection"     # D joins x and z by "projection" (paper eq. 13) or "concat" (EGBAD)
+    eg_batchnorm: bool = True    # BatchNorm on E's and G's convs (paper: yes)
+    d_batchnorm: bool = False    # BatchNorm on D's convs (paper: yes; unstable with SN, see docs)
+    d_spectral_norm: bool = True  # spectral norm on D's convs (paper: yes)
+    pooling: str = "sum"         # D's global pooling of the trunk: "sum" (paper) or "mean"
+    latent_bound: float = 4.0    # E(x) = b·tanh(h/b) keeps codes on the prior's scale; 0 = unbounded (paper)
+    concat_hidden: int = 512     # width of the z-MLP and joint layer of the concat D
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60             # passes over the training images
+    batch_size: int = 32
+    lr: float = 2e-4             # Adam learning rate for E, G and D (paper: 1e-4)
+    beta1: float = 0.5           # Adam betas (paper: 0.9, 0.999)
+    beta2: float = 0.999
+    alpha: float = 0.9           # L_EG = alpha·L_cons + (1-alpha)·L_adv (paper: 0.9; 0 = no consistency)
+    loss: str = "hinge"          # adversarial loss: "bce" (paper) or "hinge"
+    latent_weight: float = 1.0   # weight of ||z - E(G(z))||_1 inside L_cons
+    lam: float = 0.1             # score A = (1-lam)·L_R + lam·L_D (paper: 0.1)
+    score_reduce: str = "mean"   # L_R per image: "mean" of the residual (paper) or "max" of the smoothed map
+    smooth_sigma: float = 0.0    # Gaussian sigma (px) of the anomaly map; 0 = image_size/32
+    val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
+    select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
+    anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
+    anogan_lr: float = 0.05      # AnoGAN: Adam learning rate of the latent search
+    threshold_quantile: float = 0.99  # shipped threshold = this quantile of held-out normal scores
+    seed: int = 0
+    device: str = "auto"         # auto, cpu or cuda
+
+
+# Per-variant settings applied before the user's --set overrides.
+VARIANT_PRESETS: dict[str, dict[str, Any]] = {
+    "ours-proj": {"join": "projection"},
+    "ours-concat": {"join": "concat"},
+    "bigan-proj": {"join": "projection", "alpha": 0.0},
+    "egbad": {"join": "concat", "alpha": 0.0},
+    "ae": {"alpha": 1.0, "lam": 0.0},
+    "anogan": {"join": "projection"},
+}
+
+# The paper's recipe verbatim, for rebuilding its table: `--set paper=1` is not a key, use these.
+PAPER_RECIPE: dict[str, Any] = {
+    "d_batchnorm": True, "pooling": "sum", "loss": "bce", "lr": 1e-4, "beta1": 0.9, "beta2": 0.999,
+    "latent_bound": 0.0, "alpha": 0.9,
+}
+
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "variant": VARIANTS, "image_size": SIZES, "channels": (1, 3), "join": ("projection", "concat"),
+    "pooling": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
+    "select": ("val", "last"), "device": ("auto", "cpu", "cuda"),
+}
+_POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps",
+             "anogan_lr"}
+_UNIT = {"alpha", "lam", "val_fraction", "threshold_quantile", "beta1", "beta2"}
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": asdict(self.model), "train": asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        known_m = {f.name for f in fields(ModelConfig)}
+        known_t = {f.name for f in fields(TrainConfig)}
+        m = ModelConfig(**{k: v for k, v in d.get("model", {}).items() if k in known_m})
+        t = TrainConfig(**{k: v for k, v in d.get("train", {}).items() if k in known_t})
+        return cls(model=m, train=t)
+
+
+def _owner(cfg: Config, key: str) -> object:
+    for part in (cfg.model, cfg.train):
+        if key in {f.name for f in fields(part)}:
+            return part
+    known = sorted(f.name for part in (cfg.model, cfg.train) for f in fields(part))
+    raise UserError(f"unknown option {key!r}; known options: {', '.join(known)}")
+
+
+def _parse_value(key: str, text: str, current: Any) -> Any:
+    kind = type(current)
+    try:
+        if kind is bool:
+            low = text.strip().lower()
+            if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(text)
+            return low in ("1", "true", "yes", "on")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text.strip()
+    except ValueError:
+        raise UserError(f"bad value for {key}: {text!r} is not a {kind.__name__}") from None
+
+
+def _validate(key: str, value: Any) -> None:
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise UserError(f"bad value for {key}: {value!r}; choose one of {', '.join(map(str, _CHOICES[key]))}")
+    if key in _POSITIVE and value <= 0:
+        raise UserError(f"bad value for {key}: {value!r}; it must be > 0")
+    if key in _UNIT and not 0.0 <= value <= 1.0:
+        raise UserError(f"bad value for {key}: {value!r}; it must lie in [0, 1]")
+    if key == "latent_bound" and value < 0:
+        raise UserError(f"bad value for latent_bound: {value!r}; it must be >= 0 (0 = unbounded)")
+
+
+def set_option(cfg: Config, key: str, value: Any) -> None:
+    """Set one option by name after checking its type and range."""
+    owner = _owner(cfg, key)
+    current = getattr(owner, key)
+    if isinstance(value, str) and not isinstance(current, str):
+        value = _parse_value(key, value, current)
+    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    _validate(key, value)
+    setattr(owner, key, value)
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """['alpha=0.9', 'loss=bce'] -> {'alpha': '0.9', 'loss': 'bce'}; malformed items are a UserError."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad --set {item!r}; write KEY=VALUE, e.g. --set alpha=0.9")
+        out[key.strip()] = value
+    return out
+
+
+def build_config(variant: str = "ours-proj", overrides: dict[str, Any] | None = None,
+                 sets: list[str] | None = None) -> Config:
+    """Defaults, then the variant's preset, then explicit overrides, then --set items (last wins)."""
+    if variant not in VARIANTS:
+        raise UserError(f"unknown model {variant!r}; choose one of {', '.join(VARIANTS)}")
+    cfg = Config()
+    cfg.model.variant = variant
+    for key, value in VARIANT_PRESETS[variant].items():
+        set_option(cfg, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_option(cfg, key, value)
+    for key, value in parse_sets(sets or []).items():
+        if key == "variant":
+            raise UserError("choose the variant with --model, not --set variant=...")
+        set_option(cfg, key, value)
+    return cfg
+
+
+def replace(cfg: Config, **changes: Any) -> Config:
+    """A copy of cfg with some options changed (by name, model or train)."""
+    new = Config(model=dataclasses.replace(cfg.model), train=dataclasses.replace(cfg.train))
+    for key, value in changes.items():
+        set_option(new, key, value)
+    return new

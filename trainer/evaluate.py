@@ -1,0 +1,260 @@
+"""`trainer evaluate`: score the test split, calibrate the threshold on held-out normals, write metrics and plots.
+
+The shipped threshold uses no test labels (a quantile of held-out normal scores); the F1-optimal one is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
+from torch import nn
+
+from trainer import checkpoint
+from trainer.checkpoint import detector_from, smoothing_sigma
+from trainer.config import Config
+from trainer.errors import UserError
+from trainer.losses import anomaly_score, gaussian_kernel
+from trainer.models import latent_search
+from trainer.train import resolve_device, to_tensor
+
+
+def score_images(cfg: Config, nets: dict[str, nn.Module], images: np.ndarray, batch: int = 128
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 N×H×W×C -> (scores N, reconstructions uint8 N×H×W×C, anomaly maps float32 N×H×W).
+
+    E/G variants run the Detector forward (the exported graph); AnoGAN runs its Γ-step latent search.
+    """
+    device = next(nets["G"].parameters()).device
+    for n in nets.values():
+        n.eval()
+    x_all = to_tensor(images)
+    det = None if cfg.model.variant == "anogan" else detector_from(cfg, nets).to(device)
+    kernel = gaussian_kernel(smoothing_sigma(cfg)).to(device)
+    t = cfg.train
+    scores, recons, maps = [], [], []
+    for i in range(0, len(x_all), batch):
+        x = x_all[i:i + batch].to(device)
+        if det is not None:
+            with torch.no_grad():
+                s, r, m = det(x)
+        else:
+            z = latent_search(nets["G"], nets["D"], x, t.anogan_steps, t.anogan_lr, t.lam, seed=t.seed + i)
+            with torch.no_grad():
+                r = nets["G"](z)
+                s, m = anomaly_score(x, r, nets["D"].features(x), nets["D"].features(r), t.lam, kernel,
+                                     t.score_reduce)
+        scores.append(s.cpu().numpy())
+        recons.append(((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        maps.append(m.cpu().numpy())
+    return np.concatenate(scores), np.concatenate(recons), np.concatenate(maps).astype(np.float32)
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """roc_auc_score, or None when only one class is present."""
+    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
+
+
+def image_metrics(labels: np.ndarray, kinds: list[str], scores: np.ndarray) -> dict[str, Any]:
+    """Image AUROC overall and per defect type (that type against the good images)."""
+    kinds_arr = np.asarray(kinds)
+    per_type = {}
+    for kind in sorted(set(kinds) - {"good"}):
+        sel = (kinds_arr == kind) | (labels == 0)
+        per_type[kind] = auroc(labels[sel], scores[sel])
+    counts = {k: int((kinds_arr == k).sum()) for k in sorted(set(kinds))}
+    return {"image_auroc": auroc(labels, scores), "auroc_per_type": per_type, "counts": counts,
+            "n_test": int(len(labels)), "n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum())}
+
+
+def pixel_auroc(masks: np.ndarray | None, maps: np.ndarray, max_pixels: int = 4_000_000) -> float | None:
+    """AUROC of the anomaly map against ground-truth masks over all test pixels (strided when huge)."""
+    if masks is None or not (masks > 0).any():
+        return None
+    y, s = (masks > 0).ravel(), maps.ravel()
+    step = max(1, len(y) // max_pixels)
+    return auroc(y[::step].astype(np.int64), s[::step])
+
+
+def thresholds(val_scores: np.ndarray | None, labels: np.ndarray, scores: np.ndarray, q: float
+               ) -> dict[str, Any]:
+    """Quantile of held-out normal scores (shipped: uses no test labels) and the test F1-optimal one."""
+    out: dict[str, Any] = {"threshold_quantile": None, "threshold_f1": None, "f1_at_threshold_f1": None}
+    if val_scores is not None and len(val_scores):
+        out["threshold_quantile"] = float(np.quantile(val_scores, q))
+    if len(np.unique(labels)) == 2:
+        prec, rec, thr = precision_recall_curve(labels, scores)
+        f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
+        best = int(np.argmax(f1))
+        out["threshold_f1"], out["f1_at_threshold_f1"] = float(thr[best]), float(f1[best])
+    if out["threshold_quantile"] is not None:
+        out["threshold"], out["threshold_source"] = out["threshold_quantile"], f"q{q:g} of held-out normals"
+    else:
+        out["threshold"], out["threshold_source"] = out["threshold_f1"], "F1-optimal on test (no held-out normals)"
+    return out
+
+
+def decision_stats(labels: np.ndarray, scores: np.ndarray, thr: float | None) -> dict[str, Any]:
+    """Rates of the test split at the shipped threshold (score > thr = defective)."""
+    if thr is None:
+        return {}
+    pred = scores > thr
+    tp, fp = int((pred & (labels == 1)).sum()), int((pred & (labels == 0)).sum())
+    fn = int((~pred & (labels == 1)).sum())
+    prec = tp / max(tp + fp, 1)
+    rec = tp / max(tp + fn, 1)
+    return {"test_at_threshold": {"tpr": rec, "fpr": fp / max(int((labels == 0).sum()), 1),
+                                  "precision": prec, "f1": 2 * prec * rec / max(prec + rec, 1e-12)}}
+
+
+def _held_out_scores(payload: dict[str, Any], cfg: Config, nets: dict[str, nn.Module]) -> np.ndarray | None:
+    """Scores of the training run's held-out normal images (same data folder, same stored indices)."""
+    from trainer.datasets import load_split
+
+    run = payload.get("run", {})
+    idx, data_dir = run.get("val_indices") or [], run.get("data_dir")
+    if not idx or not data_dir or not Path(data_dir).exists():
+        return None
+    train = load_split(data_dir, "train", cfg.model.image_size, cfg.model.channels, run.get("mnist_digit"))
+    names = run.get("val_names")
+    if max(idx) >= len(train.images) or (names and [train.names[i] for i in idx] != names):
+        print("warning: the training folder changed since fit; no held-out threshold", flush=True)
+        return None
+    return score_images(cfg, nets, train.images[np.asarray(idx)])[0]
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """CLI entry: metrics.json, roc.png, score_hist.png, examples.png in RUN_DIR; threshold into model.pt."""
+    from trainer.datasets import load_split
+
+    run_dir = Path(args.run_dir)
+    payload = checkpoint.load(run_dir)
+    cfg, nets = checkpoint.build_networks_from(payload)
+    device = resolve_device("auto")
+    for n in nets.values():
+        n.to(device)
+    run = payload.get("run", {})
+    data = args.data or run.get("data_dir")
+    if data is None or not Path(data).exists():
+        raise UserError(f"data folder {data} does not exist; pass --data DIR")
+    test = load_split(data, "test", cfg.model.image_size, cfg.model.channels, run.get("mnist_digit"))
+    scores, recons, maps = score_images(cfg, nets, test.images)
+    labels = np.asarray(test.labels, dtype=np.int64)
+    val_scores = _held_out_scores(payload, cfg, nets)
+    metrics: dict[str, Any] = {"variant": cfg.model.variant, "data": str(data), **image_metrics(labels, test.kinds, scores),
+                               "pixel_auroc": pixel_auroc(test.masks, maps)}
+    metrics.update(thresholds(val_scores, labels, scores, cfg.train.threshold_quantile))
+    metrics.update(decision_stats(labels, scores, metrics["threshold"]))
+    metrics["n_held_out_normals"] = 0 if val_scores is None else int(len(val_scores))
+    metrics["best_epoch"], metrics["epochs"] = run.get("best_epoch"), run.get("epochs")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_roc(run_dir / "roc.png", labels, test.kinds, scores)
+    plot_histogram(run_dir / "score_hist.png", test.kinds, scores, metrics["threshold"])
+    plot_examples(run_dir / "examples.png", test.images, recons, maps, test.kinds, scores)
+    payload["threshold"], payload["metrics"] = metrics["threshold"], metrics
+    checkpoint.save(checkpoint.resolve(run_dir), payload)
+    print(format_table(metrics))
+    return 0
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def format_table(m: dict[str, Any]) -> str:
+    lines = [f"{'variant':<22}{m['variant']}", f"{'image AUROC':<22}{_fmt(m['image_auroc'])}"]
+    lines += [f"  {k:<20}{_fmt(v)}  (n={m['counts'].get(k, 0)})" for k, v in m["auroc_per_type"].items()]
+    lines.append(f"{'pixel AUROC':<22}{_fmt(m['pixel_auroc'])}")
+    lines.append(f"{'threshold (shipped)':<22}{_fmt(m['threshold'])}  [{m['threshold_source']}]")
+    lines.append(f"{'threshold F1-optimal':<22}{_fmt(m['threshold_f1'])}  (F1 {_fmt(m['f1_at_threshold_f1'])})")
+    at = m.get("test_at_threshold")
+    if at:
+        lines.append(f"{'at shipped threshold':<22}TPR {_fmt(at['tpr'])}  FPR {_fmt(at['fpr'])}  F1 {_fmt(at['f1'])}")
+    lines.append(f"{'test images':<22}{m['n_good']} good, {m['n_defect']} defective")
+    return "\n".join(lines)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(path: Path, labels: np.ndarray, kinds: list[str], scores: np.ndarray) -> None:
+    """ROC curve overall and per defect type."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    kinds_arr = np.asarray(kinds)
+    curves = [("all", np.ones(len(labels), bool))] + [(k, (kinds_arr == k) | (labels == 0))
+                                                      for k in sorted(set(kinds) - {"good"})]
+    for name, sel in curves:
+        if len(np.unique(labels[sel])) == 2:
+            fpr, tpr, _ = roc_curve(labels[sel], scores[sel])
+            ax.plot(fpr, tpr, lw=2 if name == "all" else 1,
+                    label=f"{name} ({roc_auc_score(labels[sel], scores[sel]):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (image level)")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_histogram(path: Path, kinds: list[str], scores: np.ndarray, threshold: float | None) -> None:
+    """Score histogram: good against each defect type, with the shipped threshold."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(float(scores.min()), float(scores.max()) + 1e-9, 40)
+    kinds_arr = np.asarray(kinds)
+    for kind in ["good"] + sorted(set(kinds) - {"good"}):
+        ax.hist(scores[kinds_arr == kind], bins=bins, alpha=0.5, label=kind)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", label="threshold")
+    ax.set(xlabel="anomaly score", ylabel="images", title="scores by type")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _example_indices(kinds: list[str], scores: np.ndarray, per_kind: int = 2, max_cols: int = 12) -> list[int]:
+    order = np.argsort(-scores)
+    picked: list[int] = []
+    for kind in ["good"] + sorted(set(kinds) - {"good"}):
+        picked += [int(i) for i in order if kinds[i] == kind][:per_kind]
+    return picked[:max_cols]
+
+
+def plot_examples(path: Path, images: np.ndarray, recons: np.ndarray, maps: np.ndarray, kinds: list[str],
+                  scores: np.ndarray) -> None:
+    """Columns of test images (highest-scoring per type); rows: input, reconstruction, heat map."""
+    plt = _pyplot()
+    idx = _example_indices(kinds, scores)
+    vmax = float(np.percentile(maps, 99.5)) or 1.0
+    fig, axes = plt.subplots(3, len(idx), figsize=(1.6 * len(idx), 5), squeeze=False)
+
+    def rgb(img: np.ndarray) -> np.ndarray:
+        return img[..., 0] if img.shape[2] == 1 else img[..., ::-1]
+
+    for col, i in enumerate(idx):
+        axes[0, col].imshow(rgb(images[i]), cmap="gray")
+        axes[0, col].set_title(f"{kinds[i]}\n{scores[i]:.3f}", fontsize=7)
+        axes[1, col].imshow(rgb(recons[i]), cmap="gray")
+        axes[2, col].imshow(maps[i], cmap="jet", vmin=0, vmax=vmax)
+        for row in range(3):
+            axes[row, col].axis("off")
+    for row, name in enumerate(["input", "G(E(x))", "anomaly map"]):
+        axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, va="center",
+                          ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

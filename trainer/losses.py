@@ -1,0 +1,83 @@
+"""Losses and the anomaly score: consistency, adversarial (BCE or hinge), A(x) and the pixel anomaly map.
+
+All L1 terms are means over elements, so their values do not depend on image or latent size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def l1_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference per sample: N×... -> N."""
+    return (a - b).abs().flatten(1).mean(dim=1)
+
+
+def consistency_loss(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, z_tilde: torch.Tensor,
+                     latent_weight: float = 1.0) -> torch.Tensor:
+    """L_cons = mean|x - G(E(x))| + latent_weight · mean|z - E(G(z))|."""
+    return (x - x_hat).abs().mean() + latent_weight * (z - z_tilde).abs().mean()
+
+
+def d_loss(real: torch.Tensor, fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """D's loss on logits of real pairs (x, E(x)) and fake pairs (G(z), z).
+
+    bce: -log σ(real) - log(1 - σ(fake)); hinge: relu(1 - real) + relu(1 + fake).
+    """
+    if kind == "bce":
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    raise ValueError(f"unknown adversarial loss {kind!r}")
+
+
+def eg_adv_loss(real: torch.Tensor, fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """E's and G's adversarial loss: make D call (x, E(x)) fake and (G(z), z) real.
+
+    bce: -log(1 - σ(real)) - log σ(fake); hinge: real - fake (BigBiGAN's generator side).
+    """
+    if kind == "bce":
+        return F.softplus(real).mean() + F.softplus(-fake).mean()
+    if kind == "hinge":
+        return real.mean() - fake.mean()
+    raise ValueError(f"unknown adversarial loss {kind!r}")
+
+
+def gan_g_loss(fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """A plain GAN generator's loss (AnoGAN): non-saturating BCE or hinge (-D(G(z)))."""
+    return F.softplus(-fake).mean() if kind == "bce" else -fake.mean()
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian of odd length covering ±3 sigma."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def smooth_map(residual: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of N×H×W with replicated borders; the mean level is preserved."""
+    r = kernel.numel() // 2
+    m = F.pad(residual.unsqueeze(1), (r, r, r, r), mode="replicate")
+    m = F.conv2d(m, kernel.view(1, 1, 1, -1))
+    m = F.conv2d(m, kernel.view(1, 1, -1, 1))
+    return m.squeeze(1)
+
+
+def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
+                  lam: float, kernel: torch.Tensor, reduce: str = "mean"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A(x) = (1-λ)·L_R + λ·L_D and the smoothed map (N×H×W, residual units).
+
+    L_R = mean|x - x̂| per image ("mean", the paper) or the max of the smoothed map ("max");
+    L_D = mean|f(x) - f(x̂)| over D's feature vector.
+    """
+    residual = (x - x_hat).abs().mean(dim=1)
+    amap = smooth_map(residual, kernel)
+    l_r = residual.flatten(1).mean(dim=1) if reduce == "mean" else amap.flatten(1).amax(dim=1)
+    l_d = l1_per_sample(f_x, f_x_hat)
+    return (1.0 - lam) * l_r + lam * l_d, amap

@@ -1,0 +1,182 @@
+"""Networks of the detector: Encoder E, Generator G, Discriminator D (projection or concat join), AnoGAN's D.
+
+DCGAN-style conv stacks: stride-2 4×4 convs halve the image down to 4×4, so depth grows with the size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from trainer.config import SIZES, VARIANTS, ModelConfig
+from trainer.errors import UserError
+
+
+def stage_widths(cfg: ModelConfig) -> list[int]:
+    """Channels after each stride-2 stage: 32 px → 3 stages, 64 → 4, 128 → 5, 256 → 6."""
+    if cfg.image_size not in SIZES:
+        raise UserError(f"image size {cfg.image_size} is not supported; choose one of {SIZES}")
+    n = int(math.log2(cfg.image_size)) - 2
+    return [min(cfg.width * 2**i, cfg.max_width) for i in range(n)]
+
+
+def _conv_trunk(cfg: ModelConfig, batchnorm: bool, sn: bool) -> tuple[nn.Sequential, int]:
+    """x (N×C×S×S) -> features (N×W×4×4); no BatchNorm on the first conv (DCGAN)."""
+    layers: list[nn.Module] = []
+    c_in = cfg.channels
+    for i, w in enumerate(stage_widths(cfg)):
+        use_bn = batchnorm and i > 0
+        conv = nn.Conv2d(c_in, w, 4, 2, 1, bias=not use_bn)
+        layers.append(spectral_norm(conv) if sn else conv)
+        if use_bn:
+            layers.append(nn.BatchNorm2d(w))
+        layers.append(nn.LeakyReLU(0.2))
+        c_in = w
+    return nn.Sequential(*layers), c_in
+
+
+class Encoder(nn.Module):
+    """E: image -> latent code (N×z_dim), optionally bounded by b·tanh(h/b)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.trunk, w = _conv_trunk(cfg, cfg.eg_batchnorm, sn=False)
+        self.head = nn.Conv2d(w, cfg.z_dim, 4, 1, 0)
+        self.bound = float(cfg.latent_bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(self.trunk(x)).flatten(1)
+        if self.bound > 0:
+            h = self.bound * torch.tanh(h / self.bound)
+        return h
+
+
+class Generator(nn.Module):
+    """G: latent (N×z_dim) -> image in [-1, 1] (N×C×S×S), transposed convs from 4×4 up."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        widths = stage_widths(cfg)[::-1]
+        bn = cfg.eg_batchnorm
+        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.z_dim, widths[0], 4, 1, 0, bias=not bn)]
+        layers += [nn.BatchNorm2d(widths[0])] if bn else []
+        layers.append(nn.ReLU())
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+            layers.append(nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=not bn))
+            layers += [nn.BatchNorm2d(w_out)] if bn else []
+            layers.append(nn.ReLU())
+        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.z_dim = cfg.z_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.shape[0], self.z_dim, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """D(x, z) -> logit N. `features(x, z)` is f, the layer the score's feature-matching term uses.
+
+    projection (paper eq. 13): h = GSP(φ(x)); D = f_1(h) + <f_zdim(h), z>; f = h (independent of z).
+    concat (EGBAD): D = c([flatten(φ(x)), MLP(z)]); f = the joint hidden layer.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.join = cfg.join
+        self.pooling = cfg.pooling
+        self.trunk, w = _conv_trunk(cfg, cfg.d_batchnorm, sn=cfg.d_spectral_norm)
+        if self.join == "projection":
+            self.f1 = nn.Linear(w, 1)
+            self.fz = nn.Linear(w, cfg.z_dim, bias=False)
+        elif self.join == "concat":
+            hid = cfg.concat_hidden
+            self.z_mlp = nn.Sequential(nn.Linear(cfg.z_dim, hid), nn.LeakyReLU(0.2))
+            self.joint = nn.Sequential(nn.Linear(w * 16 + hid, hid), nn.LeakyReLU(0.2))
+            self.out = nn.Linear(hid, 1)
+        else:
+            raise UserError(f"unknown join {self.join!r}; choose projection or concat")
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        phi = self.trunk(x)
+        return phi.sum(dim=(2, 3)) if self.pooling == "sum" else phi.mean(dim=(2, 3))
+
+    def features(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.join == "projection":
+            return self.pooled(x)
+        return self.joint(torch.cat([self.trunk(x).flatten(1), self.z_mlp(z)], dim=1))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.join == "projection":
+            h = self.pooled(x)
+            return self.f1(h).squeeze(1) + (self.fz(h) * z).sum(dim=1)
+        return self.out(self.features(x, z)).squeeze(1)
+
+
+class ImageDiscriminator(nn.Module):
+    """AnoGAN's D(x) -> logit N, a plain DCGAN critic; f = the pooled trunk."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.pooling = cfg.pooling
+        self.trunk, w = _conv_trunk(cfg, cfg.d_batchnorm, sn=cfg.d_spectral_norm)
+        self.f1 = nn.Linear(w, 1)
+
+    def features(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        phi = self.trunk(x)
+        return phi.sum(dim=(2, 3)) if self.pooling == "sum" else phi.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        return self.f1(self.features(x)).squeeze(1)
+
+
+def build_networks(cfg: ModelConfig) -> dict[str, nn.Module]:
+    """The networks a variant trains: E, G, D (ae: E, G; anogan: G, D on images only)."""
+    if cfg.variant not in VARIANTS:
+        raise UserError(f"unknown model {cfg.variant!r}; choose one of {', '.join(VARIANTS)}")
+    if cfg.variant == "ae":
+        return {"E": Encoder(cfg), "G": Generator(cfg)}
+    if cfg.variant == "anogan":
+        return {"G": Generator(cfg), "D": ImageDiscriminator(cfg)}
+    return {"E": Encoder(cfg), "G": Generator(cfg), "D": Discriminator(cfg)}
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN init: convs N(0, 0.02), BatchNorm gamma N(1, 0.02); spectral-normed convs keep their init."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and not hasattr(m, "parametrizations"):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def latent_search(G: nn.Module, D: nn.Module, x: torch.Tensor, steps: int, lr: float, lam: float,
+                  seed: int = 0) -> torch.Tensor:
+    """AnoGAN's test-time search: Γ Adam steps on z of (1-λ)·mean|x - G(z)| + λ·mean|f(x) - f(G(z))|.
+
+    Returns the final z (N×z_dim); G and D stay frozen. Not exportable (a loop of gradient steps).
+    """
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(x.shape[0], G.z_dim, generator=gen).to(x.device).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    with torch.no_grad():
+        f_x = D.features(x)
+    frozen = [p for p in list(G.parameters()) + list(D.parameters()) if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                opt.zero_grad()
+                g = G(z)
+                loss = ((1 - lam) * (x - g).abs().flatten(1).mean(1)
+                        + lam * (f_x - D.features(g)).abs().mean(1)).sum()
+                loss.backward()
+                opt.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return z.detach()

@@ -1,0 +1,379 @@
+"""`trainer fit`: the paper's Algorithm 1 (BiGAN + consistency loss), the AE and AnoGAN baselines.
+
+Seeded, resumable (RUN_DIR/last.pt), DDP under torchrun; ships the epoch with the lowest held-out error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from tqdm import tqdm
+
+from trainer import checkpoint
+from trainer.config import Config, build_config
+from trainer.errors import UserError
+from trainer.losses import consistency_loss, d_loss, eg_adv_loss, gan_g_loss
+from trainer.models import build_networks, init_weights
+
+EpochHook = Callable[[int, dict[str, nn.Module]], dict[str, Any]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when present else cpu; an explicit cuda request without CUDA is a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 N×H×W×C -> float32 N×C×H×W in [-1, 1] (the contract's x/127.5 - 1)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of n training images into (train, held-out normal) index arrays."""
+    n_val = int(round(n * fraction)) if n >= 10 else 0
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world <= 1:
+        return DistInfo(), device
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+        device = torch.device("cuda", info.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+class EGPair(nn.Module):
+    """E and G in one forward, so DDP sees one forward per step: (ẑ, x̃, x̂, z̃)."""
+
+    def __init__(self, E: nn.Module, G: nn.Module) -> None:
+        super().__init__()
+        self.E, self.G = E, G
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z_hat = self.E(x)
+        x_tilde = self.G(z)
+        return z_hat, x_tilde, self.G(z_hat), self.E(x_tilde)
+
+
+def _frozen(module: nn.Module) -> list[nn.Parameter]:
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    return params
+
+
+class Algorithm:
+    """One training step of a variant over its networks and Adam optimisers."""
+
+    def __init__(self, cfg: Config, nets: dict[str, nn.Module], info: DistInfo) -> None:
+        self.cfg, self.nets, self.variant = cfg, nets, cfg.model.variant
+        t = cfg.train
+        wrap: Callable[[nn.Module], nn.Module] = (lambda m: DDP(m)) if info.world > 1 else (lambda m: m)
+        adam = {"lr": t.lr, "betas": (t.beta1, t.beta2)}
+        self.opts: dict[str, torch.optim.Optimizer] = {}
+        if "E" in nets:
+            self.eg = wrap(EGPair(nets["E"], nets["G"]))
+            self.opts["EG"] = torch.optim.Adam(list(nets["E"].parameters()) + list(nets["G"].parameters()), **adam)
+        else:
+            self.g = wrap(nets["G"])
+            self.opts["G"] = torch.optim.Adam(nets["G"].parameters(), **adam)
+        if "D" in nets:
+            self.d = wrap(nets["D"])
+            self.opts["D"] = torch.optim.Adam(nets["D"].parameters(), **adam)
+
+    def step(self, x: torch.Tensor) -> dict[str, float]:
+        if self.variant == "ae":
+            return self._step_ae(x)
+        if self.variant == "anogan":
+            return self._step_anogan(x)
+        return self._step_bigan(x)
+
+    def _step_bigan(self, x: torch.Tensor) -> dict[str, float]:
+        t, D = self.cfg.train, self.nets["D"]
+        z = torch.randn(x.shape[0], self.cfg.model.z_dim, device=x.device)
+        z_hat, x_tilde, x_hat, z_tilde = self.eg(x, z)
+        # D: (x, E(x)) is real, (G(z), z) is fake.
+        logits = self.d(torch.cat([x, x_tilde.detach()]), torch.cat([z_hat.detach(), z]))
+        real, fake = logits.chunk(2)
+        loss_d = d_loss(real, fake, t.loss)
+        self.opts["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opts["D"].step()
+        # E, G: alpha·consistency + (1-alpha)·adversarial, through the just-updated D, frozen.
+        frozen = _frozen(D)
+        real_eg, fake_eg = D(torch.cat([x, x_tilde]), torch.cat([z_hat, z])).chunk(2)
+        adv = eg_adv_loss(real_eg, fake_eg, t.loss)
+        cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight)
+        loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv
+        self.opts["EG"].zero_grad(set_to_none=True)
+        loss_eg.backward()
+        self.opts["EG"].step()
+        for p in frozen:
+            p.requires_grad_(True)
+        return {"loss_d": loss_d.item(), "loss_eg": loss_eg.item(), "cons": cons.item(), "adv": adv.item(),
+                "recon": (x - x_hat).abs().mean().item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
+                "d_real": real.mean().item(), "d_fake": fake.mean().item()}
+
+    def _step_ae(self, x: torch.Tensor) -> dict[str, float]:
+        z = torch.zeros(x.shape[0], self.cfg.model.z_dim, device=x.device)
+        z_hat, _, x_hat, _ = self.eg(x, z)
+        recon = (x - x_hat).abs().mean()
+        self.opts["EG"].zero_grad(set_to_none=True)
+        recon.backward()
+        self.opts["EG"].step()
+        return {"loss_eg": recon.item(), "recon": recon.item(), "z_norm": z_hat.detach().norm(dim=1).mean().item()}
+
+    def _step_anogan(self, x: torch.Tensor) -> dict[str, float]:
+        t, D = self.cfg.train, self.nets["D"]
+        z = torch.randn(x.shape[0], self.cfg.model.z_dim, device=x.device)
+        fake_x = self.g(z)
+        real, fake = self.d(torch.cat([x, fake_x.detach()])).chunk(2)
+        loss_d = d_loss(real, fake, t.loss)
+        self.opts["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opts["D"].step()
+        frozen = _frozen(D)
+        loss_g = gan_g_loss(D(fake_x), t.loss)
+        self.opts["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opts["G"].step()
+        for p in frozen:
+            p.requires_grad_(True)
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": real.mean().item(),
+                "d_fake": fake.mean().item()}
+
+
+@torch.no_grad()
+def validation_error(nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 256) -> float:
+    """Mean |x - G(E(x))| over held-out normal images, networks in eval mode (nan without E)."""
+    if "E" not in nets or len(x) == 0:
+        return float("nan")
+    modes = {k: n.training for k, n in nets.items()}
+    for n in nets.values():
+        n.eval()
+    total = 0.0
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        total += (xb - nets["G"](nets["E"](xb))).abs().mean(dim=(1, 2, 3)).sum().item()
+    for k, n in nets.items():
+        n.train(modes[k])
+    return total / len(x)
+
+
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    return ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def save_samples(path: Path, nets: dict[str, nn.Module], x: torch.Tensor, z: torch.Tensor) -> None:
+    """PNG grid, rows: x, G(E(x)) (when there is an E), G(z); BGR as cv2 writes it."""
+    modes = {k: n.training for k, n in nets.items()}
+    for n in nets.values():
+        n.eval()
+    rows = [x]
+    if "E" in nets:
+        rows.append(nets["G"](nets["E"](x)))
+    rows.append(nets["G"](z))
+    for k, n in nets.items():
+        n.train(modes[k])
+    grid = np.concatenate([np.concatenate(list(_to_uint8(r)), axis=1) for r in rows], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), grid)
+
+
+@dataclass
+class FitResult:
+    nets: dict[str, nn.Module]          # the shipped networks (best held-out epoch, or the last)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    val_indices: list[int] = field(default_factory=list)
+
+
+def _epoch_line(rec: dict[str, Any], epochs: int, best: bool) -> str:
+    keys = [("loss_d", "D"), ("loss_eg", "EG"), ("loss_g", "G"), ("recon", "recon"), ("z_norm", "|z|"),
+            ("val_recon", "val")]
+    parts = [f"{label} {rec[k]:.4g}" for k, label in keys if k in rec and not math.isnan(rec[k])]
+    return f"epoch {rec['epoch']:3d}/{epochs}  " + "  ".join(parts) + ("  *" if best else "") + \
+        f"  ({rec['seconds']:.1f}s)"
+
+
+def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume: bool = False,
+               run_info: dict[str, Any] | None = None, on_epoch: EpochHook | None = None,
+               verbose: bool = True) -> FitResult:
+    """Train on uint8 N×H×W×C normal images; with `out`, write last.pt, log.jsonl, samples/, model.pt."""
+    t = cfg.train
+    info, device = init_distributed(t.device)
+    train_idx, val_idx = split_validation(len(images), t.val_fraction, t.seed)
+    if len(train_idx) < 2:
+        raise UserError(f"only {len(images)} training images; need at least 2")
+    torch.manual_seed(t.seed)
+    nets = build_networks(cfg.model)
+    for n in nets.values():
+        init_weights(n)
+        n.to(device).train()
+    algo = Algorithm(cfg, nets, info)
+    x_all = to_tensor(images)
+    x_val = x_all[val_idx].to(device)
+    data = TensorDataset(x_all[train_idx])
+    bs = min(t.batch_size, len(train_idx))
+    sampler = DistributedSampler(data, num_replicas=info.world, rank=info.rank, shuffle=True, seed=t.seed)
+    loader = DataLoader(data, batch_size=bs, sampler=sampler, drop_last=True)
+    sample_x = (x_val if len(x_val) else x_all[train_idx])[:8].to(device)
+    sample_z = torch.randn(len(sample_x), cfg.model.z_dim, generator=torch.Generator().manual_seed(t.seed)).to(device)
+
+    history: list[dict[str, Any]] = []
+    best = {"epoch": 0, "val": math.inf, "state": None}
+    start = 1
+    last_path = out / "last.pt" if out else None
+    if resume:
+        if last_path is None or not last_path.is_file():
+            raise UserError(f"nothing to resume: no {last_path}; run without --resume")
+        ck = torch.load(last_path, map_location="cpu", weights_only=True)
+        for k, n in nets.items():
+            n.load_state_dict(ck["state"][k])
+        for k, o in algo.opts.items():
+            o.load_state_dict(ck["opt"][k])
+        history, best, start = ck["history"], ck["best"], ck["epoch"] + 1
+        torch.set_rng_state(ck["rng"])
+    torch.manual_seed(t.seed * 100_003 + start * 101 + info.rank)  # per-epoch noise stream: resumable
+
+    for epoch in range(start, t.epochs + 1):
+        t0 = time.time()
+        sampler.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        steps = 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=None if info.main else True)
+        for (xb,) in bar:
+            stats = algo.step(xb.to(device, non_blocking=True))
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps += 1
+            bar.set_postfix(recon=f"{stats.get('recon', float('nan')):.3f}")
+        rec: dict[str, Any] = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        rec["val_recon"] = validation_error(nets, x_val)
+        rec["seconds"] = round(time.time() - t0, 2)
+        if on_epoch is not None and info.main:
+            rec.update(on_epoch(epoch, nets))
+        val = rec["val_recon"]
+        take = t.select == "last" or math.isnan(val) or val < best["val"]
+        if take:
+            best = {"epoch": epoch, "val": best["val"] if math.isnan(val) else val,
+                    "state": {k: copy.deepcopy(n.state_dict()) for k, n in nets.items()}}
+        history.append(rec)
+        if info.main:
+            if verbose:
+                print(_epoch_line(rec, t.epochs, best["epoch"] == epoch), flush=True)
+            if out is not None:
+                _write_epoch(out, rec, nets, algo, history, best, epoch, cfg, sample_x, sample_z)
+        torch.manual_seed(t.seed * 100_003 + (epoch + 1) * 101 + info.rank)
+
+    for k, n in nets.items():
+        if best["state"] is not None:
+            n.load_state_dict(best["state"][k])
+        n.eval()
+    result = FitResult(nets, history, int(best["epoch"]), [int(i) for i in val_idx])
+    if out is not None and info.main:
+        run = dict(run_info or {}, best_epoch=result.best_epoch, epochs=t.epochs, val_indices=result.val_indices,
+                   train_seconds=round(sum(h["seconds"] for h in history), 1))
+        checkpoint.save(out / "model.pt", checkpoint.make_payload(cfg, nets, run))
+    if info.world > 1:
+        dist.barrier()
+    return result
+
+
+def _write_epoch(out: Path, rec: dict[str, Any], nets: dict[str, nn.Module], algo: Algorithm,
+                 history: list[dict[str, Any]], best: dict[str, Any], epoch: int, cfg: Config,
+                 sample_x: torch.Tensor, sample_z: torch.Tensor) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    save_samples(out / "samples" / f"epoch_{epoch:03d}.png", nets, sample_x, sample_z)
+    ck = {"format": checkpoint.FORMAT, "epoch": epoch, "config": cfg.to_dict(),
+          "state": {k: {n: v.detach().cpu() for n, v in m.state_dict().items()} for k, m in nets.items()},
+          "opt": {k: o.state_dict() for k, o in algo.opts.items()}, "history": history, "best": best,
+          "rng": torch.get_rng_state()}
+    checkpoint.save(out / "last.pt", ck)
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {"image_size": args.image_size, "z_dim": args.z_dim, "batch_size": args.batch_size,
+                 "epochs": args.epochs, "seed": args.seed, "device": args.device, "channels": args.channels}
+    return build_config(args.model, overrides, args.set)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """CLI entry: load the training split, train, write RUN_DIR (model.pt, last.pt, log.jsonl, samples/)."""
+    from trainer.datasets import load_split
+
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    out: Path = args.out
+    if args.resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise UserError(f"nothing to resume: no {last}; run without --resume")
+        saved = Config.from_dict(torch.load(last, map_location="cpu", weights_only=True)["config"])
+        if args.epochs is not None:
+            saved.train.epochs = args.epochs
+        cfg = saved
+    else:
+        cfg = _config_from_args(args)
+        if out.exists() and (out / "log.jsonl").exists():
+            (out / "log.jsonl").unlink()
+    if not Path(args.data_dir).exists():
+        raise UserError(f"data folder {args.data_dir} does not exist")
+    data = load_split(args.data_dir, "train", cfg.model.image_size, args.channels, args.mnist_digit)
+    cfg.model.channels = int(data.images.shape[3])
+    run_info = {"data_dir": str(Path(args.data_dir).resolve()), "mnist_digit": args.mnist_digit,
+                "channels_arg": args.channels, "n_train_images": len(data.images)}
+    t0 = time.time()
+    result = fit_arrays(data.images, cfg, out, resume=args.resume, run_info=run_info)
+    val_names = [data.names[i] for i in result.val_indices]
+    if int(os.environ.get("RANK", "0")) == 0:
+        payload = checkpoint.load(out / "model.pt")
+        payload["run"]["val_names"] = val_names
+        checkpoint.save(out / "model.pt", payload)
+        print(f"trained {cfg.model.variant} for {cfg.train.epochs} epochs in {time.time() - t0:.0f}s; "
+              f"shipping epoch {result.best_epoch} (lowest held-out reconstruction error) -> {out / 'model.pt'}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
