@@ -310,8 +310,11 @@ class Journal:
         self._since_prune = 0
         cutoff = (time.time() if now is None else now) - self.retention_days * 86400.0
         deleted = self._delete_chunks("journal_ts < ?", cutoff)
-        newest_to_delete = self._open().execute(
-            "SELECT seq FROM verdicts ORDER BY seq DESC LIMIT 1 OFFSET ?", (self.retention_rows,)).fetchone()
+        try:
+            newest_to_delete = self._open().execute(
+                "SELECT seq FROM verdicts ORDER BY seq DESC LIMIT 1 OFFSET ?", (self.retention_rows,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
         if newest_to_delete is not None:
             deleted += self._delete_chunks("seq <= ?", newest_to_delete[0])
         if deleted:

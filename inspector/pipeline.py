@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -44,7 +44,7 @@ class Pipeline:
     def __init__(self, cfg: InspectorConfig, engine: Engine, *, realtime: bool = False,
                  notifier: Notifier | None = None, first_sequence: int = 1,
                  before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = (),
-                 lossless: bool | None = None) -> None:
+                 status_sources: Sequence[Callable[[], dict[str, Any]]] = (), lossless: bool | None = None) -> None:
         self.cfg = cfg
         self.engine = engine
         self.notifier = notifier or Notifier()
@@ -65,7 +65,8 @@ class Pipeline:
             cfg.publish, self.ctx, self.results, self.stats, station_id=cfg.station_id, run_id=self.run_id,
             info={"model_id": self.model_id, "backend": getattr(engine, "backend", None),
                   "source": str(cfg.camera.source)},
-            first_sequence=first_sequence, before_publish=before_publish, after_publish=after_publish)
+            first_sequence=first_sequence, before_publish=before_publish, after_publish=after_publish,
+            status_sources=status_sources)
         self._stages = [threading.Thread(target=self._guard, args=(self._trigger_loop,), name="trigger", daemon=True),
                         threading.Thread(target=self._guard, args=(self._score_loop,), name="score", daemon=True)]
         self._stop = threading.Event()

@@ -109,7 +109,8 @@ class Publisher(threading.Thread):
 
     def __init__(self, cfg: PublishConfig, ctx: zmq.Context, results: queue.Queue, stats: Stats, *,
                  station_id: str, run_id: str, info: dict[str, Any], first_sequence: int = 1,
-                 before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = ()) -> None:
+                 before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = (),
+                 status_sources: Sequence[Callable[[], dict[str, Any]]] = ()) -> None:
         super().__init__(name="publish", daemon=True)
         self.cfg = cfg
         self.results = results
@@ -120,6 +121,7 @@ class Publisher(threading.Thread):
         self.next_sequence = first_sequence  # seeded by a journal across restarts (issue 6)
         self.before_publish = list(before_publish)
         self.after_publish = list(after_publish)
+        self.status_sources = list(status_sources)  # extra status fields (a journal's health, ...)
         self.subscribers = 0  # subscriptions to results seen so far (XPUB)
         self.hook_errors = 0
         self.bound = threading.Event()
@@ -194,6 +196,12 @@ class Publisher(threading.Thread):
     def status(self, final: bool = False) -> dict[str, Any]:
         snap = self.stats.snapshot()
         snap["camera"]["source"] = self.info.get("source")
+        extra: dict[str, Any] = {}
+        for source in self.status_sources:
+            try:
+                extra.update(source())
+            except Exception as e:
+                log.error("status source failed", error=str(e))
         return {
             "schema_version": SCHEMA_VERSION,
             "type": "status",
@@ -207,7 +215,9 @@ class Publisher(threading.Thread):
             "backend": self.info.get("backend"),
             "subscribers": self.subscribers,
             "final": final,
+            "hook_errors": self.hook_errors,
             **snap,
+            **extra,
         }
 
     def _send_status(self, final: bool) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from inspector.image_store import ImageStore, image_name, read_image, resolve
@@ -113,9 +112,3 @@ def test_disk_full_for_real_under_a_file_size_limit(tmp_path: Path) -> None:
     assert out["stats"]["bytes"] == 3000
     assert files(tmp_path) == sorted([first, third])  # the failed write left no temporary file
 
-
-def test_fsync_off_still_atomic(tmp_path: Path) -> None:
-    store = ImageStore(tmp_path, quota_bytes=1000, fsync=False)
-    t0 = time.time()
-    assert store.save(1, "a", "b", "png", b"z" * 10) is not None
-    assert time.time() - t0 < 1.0 and files(tmp_path)[0].endswith("1_a_b.png")

@@ -5,13 +5,15 @@ The CLI cases run the real `inspector` command in a subprocess.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from test_inspector_support import REPO, inspector_cmd, subprocess_env
 
-from inspector.config import InspectorConfig, effective_toml, load_config
+from inspector.config import InspectorConfig, RoiConfig, effective_toml, load_config
 from inspector.crop import resolve_rois
 from inspector.errors import InspectorError
 
@@ -135,3 +137,16 @@ def test_check_config_cli(tmp_path: Path) -> None:
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr
         assert "trigger.mode" in r.stderr and "engine.max_batch" in r.stderr and "publish.image_format" in r.stderr
+
+
+def test_the_commented_deploy_example_is_valid_and_shows_every_field() -> None:
+    text = (REPO / "deploy" / "inspector.toml").read_text()
+    cfg = load_config(REPO / "deploy" / "inspector.toml")
+    assert cfg.trigger.mode == "presence" and cfg.engine.path is not None
+    for name, field in InspectorConfig.model_fields.items():
+        section = field.annotation
+        names = list(section.model_fields) if isinstance(section, type) and issubclass(section, BaseModel) else [name]
+        if name == "rois":
+            names = list(RoiConfig.model_fields)
+        for key in names:
+            assert re.search(rf"^(# )?{key} = ", text, re.M), f"deploy/inspector.toml does not show {name}.{key}"
