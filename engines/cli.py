@@ -61,8 +61,11 @@ def _build(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from engines.verify import as_records, format_table, verify
 
-    results = verify(args.model, args.data, args.limit, args.auroc_tol, args.score_rtol)
+    notes: list[str] = []
+    results = verify(args.model, args.data, args.limit, args.auroc_tol, args.score_rtol, notes)
     print(format_table(results))
+    for note in notes:
+        print(f"note: {note}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(as_records(results), indent=2) + "\n")

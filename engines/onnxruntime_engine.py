@@ -104,6 +104,8 @@ class OnnxRuntimeEngine:
         batch = check_batch(images, self.input_shape, self.max_batch)
         n = batch.shape[0]
         with self._lock:
+            if self._session is None:
+                raise EngineError("this engine was closed; load it again with load_engine")
             self._binding.bind_cpu_input(INPUT_NAME, batch)
             if n != self._bound_n:
                 self._bind_outputs(n)

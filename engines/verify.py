@@ -32,6 +32,7 @@ class Comparison:
     score_max_rel_dev: float
     map_max_abs_dev: float
     recon_max_abs_dev: int
+    order_flips: int              # pairs of images the candidate ranks the other way round than the reference
     auroc_reference: float | None
     auroc_candidate: float | None
     auroc_delta: float | None
@@ -102,6 +103,13 @@ def run_all(engine: Engine, images: np.ndarray) -> InferResult:
                        maps=np.concatenate([p.maps for p in parts]))
 
 
+def order_flips(ref: np.ndarray, got: np.ndarray, max_images: int = 2000) -> int:
+    """Pairs (i, j) whose score order differs between reference and candidate (first max_images only)."""
+    a, b = ref[:max_images].astype(np.float64), got[:max_images].astype(np.float64)
+    i, j = np.triu_indices(len(a), 1)
+    return int(np.count_nonzero(np.sign(a[i] - a[j]) != np.sign(b[i] - b[j])))
+
+
 def compare(name: str, ref: InferResult, got: InferResult, labels: np.ndarray | None,
             auroc_tol: float = AUROC_TOL, score_rtol: float = SCORE_RTOL) -> Comparison:
     dev = np.abs(got.scores.astype(np.float64) - ref.scores)
@@ -114,18 +122,24 @@ def compare(name: str, ref: InferResult, got: InferResult, labels: np.ndarray | 
                       score_mean_abs_dev=float(dev.mean()), score_max_rel_dev=rel,
                       map_max_abs_dev=float(np.abs(got.maps - ref.maps).max()),
                       recon_max_abs_dev=int(np.abs(got.reconstructions.astype(int) - ref.reconstructions).max()),
+                      order_flips=order_flips(ref.scores, got.scores),
                       auroc_reference=a_ref, auroc_candidate=a_got, auroc_delta=delta, ok=ok)
 
 
 def verify(model: str | Path, data: str | Path | None = None, limit: int | None = None,
-           auroc_tol: float = AUROC_TOL, score_rtol: float = SCORE_RTOL) -> list[Comparison]:
-    """Compare every candidate available here (TensorRT engine, else the FP16 graph in ONNX Runtime)."""
+           auroc_tol: float = AUROC_TOL, score_rtol: float = SCORE_RTOL,
+           notes: list[str] | None = None) -> list[Comparison]:
+    """Compare every candidate available here (TensorRT engine, else the FP16 graph in ONNX Runtime).
+
+    `notes`, when given, receives a line per candidate that could not run here and why."""
     path = Path(model)
     if not path.is_file():
         raise EngineError(f"model file {path} not found")
     manifest = read_manifest(path)
     onnx_file = path if path.suffix == ".onnx" else onnx_path(manifest, path)
     check_onnx_sha256(manifest, onnx_file)
+    if data is None and notes is not None:
+        notes.append("no --data: random images, so no AUROC; pass an MVTec-layout folder for it")
     if data is not None:
         images, labels = load_images(data, manifest.image_size, manifest.channels, limit)
     else:
@@ -135,7 +149,7 @@ def verify(model: str | Path, data: str | Path | None = None, limit: int | None 
     reference.close()
     candidates: list[tuple[str, Engine]] = []
     engine_file = path if path.suffix != ".onnx" else path.with_suffix(".engine")
-    trt_ok, _ = tensorrt_available()
+    trt_ok, why = tensorrt_available()
     if trt_ok and engine_file.is_file():
         from engines.tensorrt_engine import TensorRTEngine
 
@@ -143,6 +157,9 @@ def verify(model: str | Path, data: str | Path | None = None, limit: int | None 
         precision = trt_manifest.tensorrt.precision if trt_manifest.tensorrt else "?"
         candidates.append((f"tensorrt {precision}", TensorRTEngine(engine_file, trt_manifest)))
     else:
+        if notes is not None:
+            notes.append(f"tensorrt not checked ({why if not trt_ok else f'no engine {engine_file.name}'}); "
+                         "checked the FP16 graph in ONNX Runtime instead")
         candidates.append(("onnxruntime fp16 graph", OnnxRuntimeEngine(fp16_bytes(onnx_file), manifest)))
     results = []
     for name, engine in candidates:
@@ -158,10 +175,10 @@ def format_table(results: list[Comparison]) -> str:
         return "-" if v is None else format(v, fmt)
 
     head = (f"{'candidate vs onnxruntime fp32':<30} {'images':>6} {'max|Δs|':>9} {'mean|Δs|':>9} {'max rel':>8} "
-            f"{'AUROC ref':>9} {'AUROC':>7} {'ΔAUROC':>8}  ok")
+            f"{'AUROC ref':>9} {'AUROC':>7} {'ΔAUROC':>8} {'flips':>6}  ok")
     rows = [f"{r.candidate:<30} {r.images:>6} {r.score_max_abs_dev:>9.2e} {r.score_mean_abs_dev:>9.2e} "
             f"{r.score_max_rel_dev:>8.1e} {f(r.auroc_reference, '.4f'):>9} {f(r.auroc_candidate, '.4f'):>7} "
-            f"{f(r.auroc_delta, '+.4f'):>8}  {'yes' if r.ok else 'NO'}" for r in results]
+            f"{f(r.auroc_delta, '+.4f'):>8} {r.order_flips:>6}  {'yes' if r.ok else 'NO'}" for r in results]
     return "\n".join([head, *rows])
 
 

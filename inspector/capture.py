@@ -88,7 +88,8 @@ class Capture(threading.Thread):
                 continue
             self.stats.camera("open", reconnect=attempts > 1)
             self.opened.set()
-            log.info("camera open", source=str(self.cfg.source), backend=cap.getBackendName())
+            log.info("camera open", source=str(self.cfg.source), backend=cap.getBackendName(),
+                     width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
             got_any = self._read_all(cap)
             cap.release()
             if got_any:
@@ -120,15 +121,15 @@ class Capture(threading.Thread):
             api = cv2.CAP_GSTREAMER
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.cfg.open_timeout_ms,
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.cfg.read_timeout_ms]
-        if self.kind == "device":
-            for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width),
-                                (cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height), (cv2.CAP_PROP_FPS, self.cfg.fps)):
-                if value:
-                    params += [prop, int(value)]
         cap = cv2.VideoCapture(src, api, params)
         if not cap.isOpened():
             cap.release()
             return None, f"cannot open {src} (backend {self.cfg.api})"
+        if self.kind == "device":  # requests; the camera may pick the nearest mode it has
+            for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width),
+                                (cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height), (cv2.CAP_PROP_FPS, self.cfg.fps)):
+                if value:
+                    cap.set(prop, value)
         return cap, None
 
     def _read_all(self, cap: cv2.VideoCapture) -> bool:

@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,8 +99,8 @@ class EngineConfig(_Section):
 
 
 class DecisionConfig(_Section):
-    threshold: float | None = None  # overrides the manifest's threshold for every ROI
-    roi_thresholds: dict[str, float] = {}  # per ROI name, overrides both
+    threshold: FiniteFloat | None = None  # overrides the manifest's threshold for every ROI
+    roi_thresholds: dict[str, FiniteFloat] = {}  # per ROI name, overrides both
 
 
 class PublishConfig(_Section):
@@ -226,7 +234,7 @@ def effective_toml(cfg: InspectorConfig) -> str:
                 out.append(f"# {key} is not set")
             elif isinstance(value, dict):
                 inner = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
-                out.append(f"{key} = {{ {inner} }}")
+                out.append(f"{key} = {{ {inner} }}" if inner else f"{key} = {{}}")
             else:
                 out.append(f"{key} = {_toml_value(value)}")
         out.append("")

@@ -20,6 +20,8 @@ def resolve_thresholds(roi_names: list[str], cfg: DecisionConfig, manifest_thres
         if t is None:
             raise InspectorError(f"no threshold for ROI {name!r}: the model's manifest has none; set "
                                  "[decision] threshold = ... (or roi_thresholds) in the configuration")
+        if not math.isfinite(float(t)):
+            raise InspectorError(f"threshold for ROI {name!r} is {t}: it must be a finite number")
         out[name] = float(t)
     return out
 

@@ -6,6 +6,7 @@ What a PLC/MES gateway does, in the fewest lines that handle the protocol correc
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import zmq
 from inspector.publish import RESULT_TOPIC, STATUS_TOPIC
 
 _EXT = {"png": "png", "jpeg": "jpg"}
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")  # part ids come from PLCs: never let one name a path
 
 
 class GapDetector:
@@ -58,7 +60,8 @@ def save_images(directory: Path, header: dict[str, Any], images: list[bytes]) ->
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for desc, data in zip(header["images"], images, strict=False):
-        p = directory / f"{header['sequence']:08d}_{header['part_id']}_{desc['roi']}_{desc['kind']}.{_EXT[desc['format']]}"
+        name = f"{header['sequence']:08d}_{header['part_id']}_{desc['roi']}_{desc['kind']}"
+        p = directory / f"{_SAFE.sub('_', name)}.{_EXT.get(desc['format'], 'bin')}"
         p.write_bytes(data)
         paths.append(p)
     return paths

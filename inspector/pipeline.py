@@ -5,7 +5,6 @@ The main thread supervises: systemd notifications, the watchdog, SIGTERM/SIGINT 
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import signal
 import threading
@@ -61,16 +60,17 @@ class Pipeline:
         self.capture = Capture(cfg.camera, self.frames, self.stats, realtime=realtime, lossless=lossless)
         self.receiver = (ExternalTriggerReceiver(self.ctx, cfg.trigger.endpoint, self.stats)
                          if cfg.trigger.mode == "external" else None)
+        self._abort = threading.Event()  # a stage died: stop waiting on queues
+        self._signal: int | None = None
         self.publisher = Publisher(
             cfg.publish, self.ctx, self.results, self.stats, station_id=cfg.station_id, run_id=self.run_id,
             info={"model_id": self.model_id, "backend": getattr(engine, "backend", None),
                   "source": str(cfg.camera.source)},
             first_sequence=first_sequence, before_publish=before_publish, after_publish=after_publish,
-            status_sources=status_sources)
+            status_sources=status_sources, abort=self._abort)
         self._stages = [threading.Thread(target=self._guard, args=(self._trigger_loop,), name="trigger", daemon=True),
                         threading.Thread(target=self._guard, args=(self._score_loop,), name="score", daemon=True)]
         self._stop = threading.Event()
-        self._abort = threading.Event()  # a stage died: stop waiting on queues
         self.fatal: BaseException | None = None
         self.started_mono = 0.0
         self.ended_mono = 0.0
@@ -106,6 +106,7 @@ class Pipeline:
         self.start()
         ready = stopping = False
         last_ping, last_examined = 0.0, 0
+        camera_state = ""
         interval = self.notifier.watchdog_interval_s
         while self.publisher.is_alive():
             if not ready and self.capture.opened.is_set():
@@ -116,13 +117,22 @@ class Pipeline:
                 self.notifier.stopping()
                 log.info("stopping: capture closed, draining the pipeline")
                 self.capture.stop()
-            now = time.monotonic()
-            if ready and not stopping and interval and now - last_ping >= interval and self.stats.frames_examined != last_examined:
-                last_ping, last_examined = now, self.stats.frames_examined
+            if self.stats.camera_state != camera_state:  # shown by `systemctl status`
+                camera_state = self.stats.camera_state
+                self.notifier.status(f"camera {camera_state}: {self.cfg.camera.source}")
+            if self._signal is not None:
+                log.info("signal received", signal=signal.Signals(self._signal).name)
+                self._signal = None
+            now, examined = time.monotonic(), self.stats.frames_examined
+            if ready and not stopping and interval and now - last_ping >= interval and examined != last_examined:
+                last_ping, last_examined = now, examined
                 self.notifier.watchdog()  # only while frames are being processed
             self.publisher.join(timeout=min(0.1, interval or 0.1))
         if not stopping:
             self.notifier.stopping()
+        if self.publisher.error is not None and self.fatal is None:
+            self.fatal = self.publisher.error
+        self._abort.set()  # nothing downstream any more: no stage may wait on a full queue
         self.ended_mono = time.monotonic()
         self.close()
         if self.fatal is not None:
@@ -141,7 +151,7 @@ class Pipeline:
         self.ctx.term()
 
     def _on_signal(self, signum: int) -> None:
-        log.info("signal received", signal=signal.Signals(signum).name)
+        self._signal = signum  # logged by the supervisor loop: no locks taken in a signal handler
         self._stop.set()
 
     def _guard(self, loop: Any) -> None:
@@ -151,22 +161,19 @@ class Pipeline:
             self.fatal = e
             if not isinstance(e, InspectorError):
                 log.exception("stage failed", stage=threading.current_thread().name)
-            self._abort.set()
+            self._abort.set()  # the publisher drains what is queued, then ends
             self._stop.set()
             self.capture.consumer_gone()
-            self._put(self.results, END, force=True)
 
-    def _put(self, q: queue.Queue, item: Any, force: bool = False) -> None:
+    def _put(self, q: queue.Queue, item: Any) -> None:
+        """Wait for room (back-pressure), unless a stage has died: then give up rather than hang."""
         while True:
             try:
                 q.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if self._abort.is_set() and not force:
+                if self._abort.is_set():
                     return
-                if force:  # make room: the consumer is gone or the pipeline is being torn down
-                    with contextlib.suppress(queue.Empty):
-                        q.get_nowait()
 
     # --- stages -----------------------------------------------------------------------------------
     def _trigger_loop(self) -> None:

@@ -1,7 +1,6 @@
 """Publish results and status over ZeroMQ: multipart [topic, header JSON, images…], one gapless sequence.
 
-One thread owns the socket. Each result gets its sequence here, then `before_publish` hooks (a journal)
-see it, then it is sent, then `after_publish` hooks (replay's collector) see it. docs/protocol.md is the spec.
+One thread owns the socket; per result: sequence, `before_publish` hooks (a journal), send, `after_publish`.
 """
 
 from __future__ import annotations
@@ -110,7 +109,8 @@ class Publisher(threading.Thread):
     def __init__(self, cfg: PublishConfig, ctx: zmq.Context, results: queue.Queue, stats: Stats, *,
                  station_id: str, run_id: str, info: dict[str, Any], first_sequence: int = 1,
                  before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = (),
-                 status_sources: Sequence[Callable[[], dict[str, Any]]] = ()) -> None:
+                 status_sources: Sequence[Callable[[], dict[str, Any]]] = (),
+                 abort: threading.Event | None = None) -> None:
         super().__init__(name="publish", daemon=True)
         self.cfg = cfg
         self.results = results
@@ -122,10 +122,12 @@ class Publisher(threading.Thread):
         self.before_publish = list(before_publish)
         self.after_publish = list(after_publish)
         self.status_sources = list(status_sources)  # extra status fields (a journal's health, ...)
+        self.abort = abort or threading.Event()  # upstream died: publish what is queued, then end
         self.subscribers = 0  # subscriptions to results seen so far (XPUB)
         self.hook_errors = 0
         self.bound = threading.Event()
         self.bind_error: str | None = None
+        self.error: Exception | None = None
         self._ctx = ctx
         self._sock: zmq.Socket | None = None
         self._started_wall = time.time()
@@ -148,6 +150,9 @@ class Publisher(threading.Thread):
         try:
             self._wait_for_subscribers()
             self._loop()
+        except Exception as e:  # a bug: the supervisor sees it and exits 1
+            self.error = e
+            log.exception("publisher failed", error=str(e))
         finally:
             if self._sock is not None:
                 self._sock.close()  # waits up to linger_ms for queued messages to leave
@@ -163,6 +168,9 @@ class Publisher(threading.Thread):
             try:
                 result = self.results.get(timeout=max(0.0, next_status - time.monotonic()))
             except queue.Empty:
+                if self.abort.is_set():
+                    self._send_status(final=True)
+                    return
                 continue
             if result is END:
                 self._send_status(final=True)

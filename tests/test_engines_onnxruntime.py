@@ -142,3 +142,10 @@ def test_missing_model_and_bad_max_batch(model: Path, tmp_path: Path) -> None:
         load_engine(tmp_path / "nope.onnx")
     with pytest.raises(EngineError, match="at least 1"):
         load_engine(model, max_batch=0)
+
+
+def test_closed_engine_says_so(model: Path) -> None:
+    e = load_engine(model, backend="onnxruntime", max_batch=2)
+    e.close()
+    with pytest.raises(EngineError, match="closed"):
+        e.infer(_images(1))

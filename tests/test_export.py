@@ -46,6 +46,10 @@ def test_graph_contract(model: Path) -> None:
     assert outs["anomaly_map"][0] == TensorProto.FLOAT and outs["anomaly_map"][1][1:] == [32, 32]
     assert count_ops(g, "BatchNormalization") == 0
     assert spectral_norm_leftovers(g) == []
+    assert not any(n.metadata_props for n in g.graph.node)   # no stack traces: same weights, same sha256
+    # TensorRT: a uint8 network input/output may only be converted (Cast), nothing else may touch it.
+    assert [n.op_type for n in g.graph.node if "images" in n.input] == ["Cast"]
+    assert [n.op_type for n in g.graph.node if "reconstruction" in n.output] == ["Cast"]
 
 
 @pytest.mark.parametrize("n", [1, 5])

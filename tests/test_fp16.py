@@ -16,7 +16,7 @@ from standin_detector import exported_standin
 from engines.fp16 import fp16_bytes, fp16_path, write_fp16
 from engines.manifest import read_manifest
 from engines.onnxruntime_engine import OnnxRuntimeEngine
-from engines.verify import auroc, load_images, verify
+from engines.verify import auroc, load_images, order_flips, verify
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,14 @@ def test_verify_fp16_graph_with_labels(model: Path, tmp_path: Path) -> None:
     assert result.auroc_reference is not None and result.auroc_delta is not None
     assert abs(result.auroc_delta) <= 0.002 and result.ok
     assert 0 < result.score_max_abs_dev < 1e-2
+    assert 0 <= result.order_flips <= 2      # of 66 pairs
+
+
+def test_order_flips() -> None:
+    ref = np.array([0.1, 0.2, 0.3, 0.4])
+    assert order_flips(ref, ref + 1) == 0
+    assert order_flips(ref, np.array([0.2, 0.1, 0.3, 0.4])) == 1
+    assert order_flips(ref, ref[::-1].copy()) == 6
 
 
 def test_verify_fails_beyond_tolerance(model: Path) -> None:

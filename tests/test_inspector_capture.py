@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from structlog.testing import capture_logs
 from test_inspector_support import write_conveyor_video
 
 from inspector.capture import END, Capture, source_kind
@@ -59,7 +60,8 @@ def test_realtime_paces_a_file_at_its_rate(tmp_path: Path) -> None:
     cap.start()
     frames = drain(q)
     elapsed = frames[-1].t_mono - t0
-    assert abs(elapsed - (len(frames) - 1) / 100.0) < 0.15, elapsed
+    expected = (len(frames) - 1) / 100.0  # as fast as possible would be a few ms
+    assert expected - 0.02 < elapsed < expected + 0.5, elapsed
 
 
 class FlakyCamera:
@@ -110,19 +112,21 @@ def test_camera_lost_mid_run_reconnects_with_backoff_and_reports_state() -> None
         original(state, error, reconnect)
 
     stats.camera = record  # type: ignore[method-assign]
-    cap.start()
-    frames: list[Frame] = []
-    while len(frames) < 9:
-        frames.append(q.get(timeout=10))
-    snap = stats.snapshot()
-    cap.stop()
-    cap.join(5)
+    with capture_logs() as logs:
+        cap.start()
+        frames: list[Frame] = []
+        while len(frames) < 9:
+            frames.append(q.get(timeout=10))
+        snap = stats.snapshot()
+        cap.stop()
+        cap.join(5)
     assert [f.number for f in frames] == list(range(9))  # numbering continues across reconnects
     assert snap["camera"]["reconnects"] == 4
     # connecting (fails) -> open -> lost -> reconnecting (fails twice) -> open
     assert states[:4] == ["connecting", "connecting", "open", "reconnecting"]
     assert states.count("open") == 2 and "reconnecting" in states
-    gaps = np.diff(camera.opens)
-    # backoff: 0.05 after the first failure; after frames flowed it restarts at 0.05, then 0.1, 0.2
-    assert 0.04 < gaps[0] < 0.15
-    assert gaps[3] > gaps[2] * 1.5 and gaps[3] > 0.15
+    # backoff: 0.05 after the first failure; reset once frames flowed; then doubling to the 0.2 cap
+    delays = [e["retry_in_s"] for e in logs if e["event"] in ("camera open failed", "camera lost")][:4]
+    assert delays == [0.05, 0.05, 0.1, 0.2]
+    waited = np.diff(camera.opens)
+    assert all(w >= d * 0.9 for w, d in zip(waited, delays, strict=True))  # and it really waited

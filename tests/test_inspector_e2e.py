@@ -172,7 +172,8 @@ def test_sigterm_mid_run_publishes_everything_triggered_and_speaks_sd_notify(tmp
     logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert any(entry["event"] == "signal received" for entry in logs)
     assert all(entry.get("station") == "e2e" for entry in logs)
-    texts = [m for _, m in notify.messages]
+    texts = [m for _, m in notify.messages if not m.startswith("STATUS=")]
+    assert any(m.startswith("STATUS=camera open") for _, m in notify.messages)  # for `systemctl status`
     assert texts[0].startswith("READY=1")
     assert texts.count("WATCHDOG=1") >= 2
     assert texts[-1] == "STOPPING=1"

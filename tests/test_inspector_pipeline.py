@@ -4,10 +4,14 @@ never silence), an ROI outside the frame (exit 2), grey models, the header and s
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
 from test_inspector_support import FakeEngine, write_conveyor_video
 
 from inspector.config import InspectorConfig
@@ -106,3 +110,51 @@ def test_every_header_and_status_field_is_documented(tmp_path: Path) -> None:
     fields = [*headers[0], *headers[0]["rois"][0], *headers[0]["images"][0], *status, *status["camera"]]
     missing = [f for f in fields if f"`{f}`" not in doc]
     assert not missing, f"not documented in docs/protocol.md: {missing}"
+
+
+def _plc(endpoint: str, part_ids: list[str]) -> None:
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 2000)
+    push.connect(endpoint)
+    for pid in part_ids:
+        time.sleep(0.1)
+        push.send_json({"part_id": pid})
+    push.close()
+    ctx.term()
+
+
+def test_external_trigger_from_a_plc_process_gives_one_result_per_message(tmp_path: Path) -> None:
+    v = write_conveyor_video(tmp_path / "line.avi", n_parts=2, fps=200.0)
+    endpoint = "ipc://" + str(tmp_path / "trigger.ipc")
+    cfg = config(v.video, camera={"loop": True}, trigger={"mode": "external", "endpoint": endpoint})
+    headers: list[dict[str, Any]] = []
+    p = Pipeline(cfg, FakeEngine(), realtime=True, after_publish=[lambda h, _i: headers.append(h)])  # type: ignore[arg-type]
+    runner = threading.Thread(target=lambda: p.run(handle_signals=False))
+    runner.start()
+    plc = mp.get_context("spawn").Process(target=_plc, args=(endpoint, ["A-1", "A-2", "A-3"]))
+    plc.start()
+    plc.join(20)
+    deadline = time.monotonic() + 10
+    while len(headers) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.request_stop()
+    runner.join(10)
+    assert [h["part_id"] for h in headers] == ["A-1", "A-2", "A-3"]
+    assert all(h["trigger"] == "external" for h in headers)
+    assert headers[0]["frame"] < headers[1]["frame"] < headers[2]["frame"]
+
+
+def test_a_bug_in_a_stage_ends_the_run_with_exit_code_1_instead_of_hanging(tmp_path: Path) -> None:
+    v = write_conveyor_video(tmp_path / "line.avi", n_parts=2)
+    cfg = config(v.video, trigger={"mode": "continuous"})
+    p = Pipeline(cfg, FakeEngine())  # type: ignore[arg-type]
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug")
+
+    p._make_part = broken  # type: ignore[method-assign]
+    t0 = time.monotonic()
+    assert p.run(handle_signals=False) == 1
+    assert isinstance(p.fatal, RuntimeError) and time.monotonic() - t0 < 10
+    assert p.publisher.status()["parts_inspected"] == 0

@@ -1,7 +1,6 @@
 """Helpers for the inspector tests (no tests here): a tiny real ONNX model, a fake engine, a conveyor video.
 
-The model is built with onnx.helper (score = mean pixel, reconstruction = identity, map = channel mean),
-so the tests exercise engines.load_engine and ONNX Runtime without torch or training.
+The ONNX graph (score = mean pixel, identity reconstruction) runs through engines.load_engine, no torch.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ class ModelConfig:
     eg_batchnorm: bool = True    # BatchNorm on E's and G's convs (paper: yes)
     d_batchnorm: bool = False    # BatchNorm on D's convs (paper: yes; unstable with SN, see docs)
     d_spectral_norm: bool = True  # spectral norm on D's convs (paper: yes)
+    d_sn_heads: bool = False     # also on D's linear heads f_1, f_zdim / the concat MLPs (Miyato's projection D)
     pooling: str = "sum"         # D's global pooling of the trunk: "sum" (paper) or "mean"
     latent_bound: float = 4.0    # E(x) = b·tanh(h/b) keeps codes on the prior's scale; 0 = unbounded (paper)
     concat_hidden: int = 512     # width of the z-MLP and joint layer of the concat D

@@ -10,7 +10,9 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import platform
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from engines.manifest import (
     write_manifest,
 )
 from trainer.errors import UserError
-from trainer.onnx_passes import count_ops, fold_batchnorm, spectral_norm_leftovers
+from trainer.onnx_passes import count_ops, fold_batchnorm, spectral_norm_leftovers, strip_debug_metadata
 
 OPSET = 18
 MIN_OPSET = 17
@@ -49,14 +51,15 @@ class ScoringGraph(nn.Module):
         self.rgb_model = rgb_model   # a detector trained on RGB gets its channels swapped inside the graph
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = images.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+        # uint8 only at the boundary, through a Cast: TensorRT allows uint8 I/O tensors nothing but a cast.
+        x = images.to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
         if self.rgb_model:
             x = x.flip(1)
         score, recon, amap = self.detector(x)
         if self.rgb_model:
             recon = recon.flip(1)
-        img = torch.clamp(torch.round((recon + 1.0) * 127.5), 0.0, 255.0).to(torch.uint8)
-        return score.to(torch.float32), img.permute(0, 2, 3, 1), amap.to(torch.float32)
+        img = torch.clamp(torch.round((recon + 1.0) * 127.5), 0.0, 255.0).permute(0, 2, 3, 1)
+        return score.to(torch.float32), img.to(torch.uint8), amap.to(torch.float32)
 
 
 def input_spec(detector: nn.Module) -> tuple[int, int, bool]:
@@ -104,17 +107,24 @@ def sample_images(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray
 def _export_graph(model: ScoringGraph, example: torch.Tensor, path: Path) -> None:
     names = dict(input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES))
     batch = torch.export.Dim("N", min=1, max=4096)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        exporter_log.setLevel(logging.ERROR)   # "torchvision is not installed" and other chatter
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
                               dynamic_shapes=({0: batch},), external_data=False, verbose=False, **names)
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; report the first line
         raise UserError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        exporter_log.setLevel(level)
 
 
 def _finish_graph(path: Path, size: int, channels: int) -> onnx.ModelProto:
     """Fold leftover BatchNorm, check opset, I/O contract, spectral-norm leftovers and onnx.checker."""
     model = onnx.load(str(path))
+    strip_debug_metadata(model)
     fold_batchnorm(model)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:

@@ -88,14 +88,15 @@ class Discriminator(nn.Module):
         self.join = cfg.join
         self.pooling = cfg.pooling
         self.trunk, w = _conv_trunk(cfg, cfg.d_batchnorm, sn=cfg.d_spectral_norm)
+        sn = spectral_norm if cfg.d_spectral_norm and cfg.d_sn_heads else (lambda m: m)
         if self.join == "projection":
-            self.f1 = nn.Linear(w, 1)
-            self.fz = nn.Linear(w, cfg.z_dim, bias=False)
+            self.f1 = sn(nn.Linear(w, 1))
+            self.fz = sn(nn.Linear(w, cfg.z_dim, bias=False))
         elif self.join == "concat":
             hid = cfg.concat_hidden
-            self.z_mlp = nn.Sequential(nn.Linear(cfg.z_dim, hid), nn.LeakyReLU(0.2))
-            self.joint = nn.Sequential(nn.Linear(w * 16 + hid, hid), nn.LeakyReLU(0.2))
-            self.out = nn.Linear(hid, 1)
+            self.z_mlp = nn.Sequential(sn(nn.Linear(cfg.z_dim, hid)), nn.LeakyReLU(0.2))
+            self.joint = nn.Sequential(sn(nn.Linear(w * 16 + hid, hid)), nn.LeakyReLU(0.2))
+            self.out = sn(nn.Linear(hid, 1))
         else:
             raise UserError(f"unknown join {self.join!r}; choose projection or concat")
 
@@ -122,7 +123,7 @@ class ImageDiscriminator(nn.Module):
         super().__init__()
         self.pooling = cfg.pooling
         self.trunk, w = _conv_trunk(cfg, cfg.d_batchnorm, sn=cfg.d_spectral_norm)
-        self.f1 = nn.Linear(w, 1)
+        self.f1 = spectral_norm(nn.Linear(w, 1)) if cfg.d_spectral_norm and cfg.d_sn_heads else nn.Linear(w, 1)
 
     def features(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         phi = self.trunk(x)

@@ -28,6 +28,15 @@ def spectral_norm_leftovers(model: onnx.ModelProto) -> list[str]:
     return found
 
 
+def strip_debug_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node stack traces and FX names: they hold workstation paths and source line
+    numbers, which would change the file's sha256 (and model_id) with every edit of unrelated code."""
+    for item in list(model.graph.node) + list(model.graph.value_info) + list(model.graph.input) + \
+            list(model.graph.output) + list(model.graph.initializer):
+        del item.metadata_props[:]
+        item.doc_string = ""
+
+
 def _bn_affine(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-channel (scale, shift) of an inference-mode BatchNormalization with constant parameters."""
     inits = {i.name: i for i in model.graph.initializer}

@@ -88,8 +88,10 @@ class EGPair(nn.Module):
         super().__init__()
         self.E, self.G = E, G
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         z_hat = self.E(x)
+        if z is None:  # autoencoder: no prior path
+            return z_hat, self.G(z_hat)
         x_tilde = self.G(z)
         return z_hat, x_tilde, self.G(z_hat), self.E(x_tilde)
 
@@ -154,8 +156,7 @@ class Algorithm:
                 "d_real": real.mean().item(), "d_fake": fake.mean().item()}
 
     def _step_ae(self, x: torch.Tensor) -> dict[str, float]:
-        z = torch.zeros(x.shape[0], self.cfg.model.z_dim, device=x.device)
-        z_hat, _, x_hat, _ = self.eg(x, z)
+        z_hat, x_hat = self.eg(x, None)
         recon = (x - x_hat).abs().mean()
         self.opts["EG"].zero_grad(set_to_none=True)
         recon.backward()
