@@ -96,6 +96,10 @@ class Capture(threading.Thread):
                 delay = self.cfg.reconnect_min_s
             if self._halt.is_set():
                 break
+            if self._limit_reached():
+                self.stats.camera("ended")
+                log.info("frame limit reached", frames=self._next_number)
+                return
             if self.kind == "file":
                 if self.cfg.loop and got_any:
                     attempts = 0  # starting the file again is not a reconnect
@@ -138,7 +142,7 @@ class Capture(threading.Thread):
         t0 = time.monotonic()
         k = 0
         got_any = False
-        while not self._halt.is_set():
+        while not self._halt.is_set() and not self._limit_reached():
             if self.realtime:
                 wait = t0 + k / fps - time.monotonic()
                 if wait > 0 and self._halt.wait(wait):
@@ -158,6 +162,9 @@ class Capture(threading.Thread):
             self.stats.frame_captured()
             self._put(frame)
         return got_any
+
+    def _limit_reached(self) -> bool:
+        return 0 < self.cfg.max_frames <= self._next_number
 
     def _put(self, frame: Frame | None, force: bool = False) -> None:
         if not (self.lossless or force):

@@ -1,4 +1,5 @@
-"""`inspector` command line: run (the daemon), replay (a recorded video), listen (a subscriber), check-config.
+"""`inspector` command line: run (the daemon), replay (a recorded video), listen (a subscriber), history (the
+journal), keygen (CURVE keys), check-config.
 
 User errors end with their message on stderr, no traceback, and exit code 2.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from inspector.config import DEFAULT_CONFIG
 from inspector.errors import InspectorError
+from inspector.history import add_history_parser, run_history
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -28,6 +30,11 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("--ground-truth", type=Path, default=None, help="CSV part_id,first_frame,last_frame,center_frame,label")
     v.add_argument("--publish", default=None, metavar="ENDPOINT", help="also publish over ZeroMQ, e.g. tcp://127.0.0.1:5556")
     v.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the summary as JSON")
+    v.add_argument("--state", type=Path, default=None, metavar="DIR",
+                   help="journal every verdict (and failed parts' images) in DIR; default: no journal")
+    v.add_argument("--backfill", default=None, metavar="ENDPOINT", help="with --state: serve backfill requests")
+    v.add_argument("--frames", type=int, default=None, metavar="N",
+                   help="loop the video until N frames were read (soak tests)")
 
     li = sub.add_parser("listen", help="the reference subscriber: print results, detect gaps, save failed parts")
     li.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5556")
@@ -36,6 +43,22 @@ def _build_parser() -> argparse.ArgumentParser:
     li.add_argument("--status", action="store_true", help="also print the status topic")
     li.add_argument("--json", action="store_true", help="print each header as one JSON line")
     li.add_argument("--timeout", type=float, default=None, metavar="S", help="exit 1 after S seconds without a message")
+    li.add_argument("--backfill", default=None, metavar="ENDPOINT",
+                    help="the station's backfill endpoint: fill gaps from the journal (e.g. tcp://127.0.0.1:5558)")
+    li.add_argument("--since", type=int, default=None, metavar="N",
+                    help="with --backfill: first every journaled result after sequence N, then the live ones")
+    li.add_argument("--key", type=Path, default=None, metavar="SECRET",
+                    help="CURVE: this client's .key_secret file (with --server-key)")
+    li.add_argument("--server-key", type=Path, default=None, metavar="PUBLIC", help="CURVE: the station's .key file")
+
+    k = sub.add_parser("keygen", help="write a CURVE key pair: NAME.key (public) and NAME.key_secret (0600)")
+    k.add_argument("directory", type=Path)
+    k.add_argument("--name", default="station", help="station (default) on the box, or a client's name")
+    k.add_argument("--force", action="store_true", help="replace an existing pair (clients must get the new key)")
+
+    h = add_history_parser(sub)
+    h.add_argument("--config", type=Path, default=None,
+                   help=f"read state.dir from this TOML file (e.g. {DEFAULT_CONFIG}) instead of --journal")
 
     c = sub.add_parser("check-config", help="print the effective configuration or every invalid field")
     c.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG)
@@ -51,12 +74,22 @@ def main(argv: list[str] | None = None) -> int:
             from inspector.replay import run_replay
 
             return run_replay(args.video, args.model, args.config, args.realtime, args.ground_truth,
-                              args.publish, args.json)
+                              args.publish, args.json, state=args.state, backfill=args.backfill,
+                              frames=args.frames)
         if args.command == "listen":
             from inspector.listen import listen
 
+            if args.since is not None and args.backfill is None:
+                raise InspectorError("listen: --since needs --backfill ENDPOINT (the station's backfill endpoint)")
+            if (args.key is None) != (args.server_key is None):
+                raise InspectorError("listen: CURVE needs both --key (this client's secret) and --server-key")
             return listen(args.endpoint, count=args.count, save=args.save, show_status=args.status,
-                          as_json=args.json, timeout_s=args.timeout)
+                          as_json=args.json, timeout_s=args.timeout, backfill_endpoint=args.backfill,
+                          since=args.since, client_secret=args.key, server_public=args.server_key)
+        if args.command == "keygen":
+            return _keygen(args.directory, args.name, args.force)
+        if args.command == "history":
+            return _history(args)
         if args.command == "check-config":
             return _check_config(args.file)
     except InspectorError as e:
@@ -80,19 +113,43 @@ def _check_config(path: Path) -> int:
     return 0
 
 
+def _keygen(directory: Path, name: str, force: bool) -> int:
+    from inspector.security import SecurityError, keygen
+
+    try:
+        public, secret = keygen(directory, name, force=force)
+    except (SecurityError, OSError) as e:
+        raise InspectorError(f"keygen: {e}") from None
+    print(f"public key (give it to the other side): {public}\nsecret key (keep it here, mode 0600): {secret}")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        from inspector.config import load_config
+        from inspector.station import JOURNAL_FILE
+
+        args.journal = load_config(args.config).state.dir / JOURNAL_FILE
+    return run_history(args)
+
+
 def _run(config: Path) -> int:
     from inspector.config import load_config
     from inspector.logs import setup_logging
     from inspector.notify import Notifier
     from inspector.pipeline import Pipeline
     from inspector.scoring import open_engine
+    from inspector.station import open_station
 
     cfg = load_config(config)
     setup_logging(cfg.logging.level, cfg.logging.format, cfg.station_id)
     notifier = Notifier()
-    engine = open_engine(cfg.engine)
+    engine = open_engine(cfg.engine)  # a missing or bad model stops here: nothing bound, no READY
     try:
-        pipeline = Pipeline(cfg, engine, notifier=notifier, realtime=True)  # a file plays like a camera
+        model_id = str(getattr(engine.manifest, "model_id", "unknown"))
+        station = open_station(cfg, model_id)
+        pipeline = Pipeline(cfg, engine, notifier=notifier, realtime=True,  # a file plays like a camera
+                            **station.pipeline_kwargs())
         code = pipeline.run(handle_signals=True)
     finally:
         engine.close()

@@ -47,12 +47,13 @@ class CameraConfig(_Section):
     api: Literal["any", "ffmpeg", "gstreamer", "v4l2"] = "any"  # OpenCV backend; "any" picks by source
     width: int = Field(0, ge=0)  # requested resolution; 0 = the camera's default
     height: int = Field(0, ge=0)
-    fps: float = Field(0.0, ge=0)  # requested rate; for files the pacing rate of --realtime (0 = the file's)
+    fps: float = Field(0.0, ge=0, allow_inf_nan=False)  # requested rate; for files the pacing rate of --realtime (0 = the file's)
     open_timeout_ms: int = Field(5000, gt=0)  # CAP_PROP_OPEN_TIMEOUT_MSEC
     read_timeout_ms: int = Field(5000, gt=0)  # CAP_PROP_READ_TIMEOUT_MSEC
-    reconnect_min_s: float = Field(0.5, gt=0)  # first retry delay after a failure, doubled each time ...
-    reconnect_max_s: float = Field(30.0, gt=0)  # ... up to this
+    reconnect_min_s: float = Field(0.5, gt=0, allow_inf_nan=False)  # first retry delay after a failure, doubled each time ...
+    reconnect_max_s: float = Field(30.0, gt=0, allow_inf_nan=False)  # ... up to this
     loop: bool = False  # a file source starts again at its end instead of ending the run
+    max_frames: int = Field(0, ge=0)  # end the stream after this many frames (0 = no limit; soak tests)
     queue_frames: int = Field(8, ge=1)  # frames buffered between capture and trigger
 
     @model_validator(mode="after")
@@ -76,11 +77,11 @@ class TriggerConfig(_Section):
     roi: str = ""  # presence: the ROI watched (default: the first)
     learn_frames: int = Field(20, ge=1)  # presence: frames used to learn the empty belt at start
     max_present_frames: int = Field(300, ge=1)  # presence: foreground longer than this = the belt changed
-    on_fraction: float = Field(0.15, gt=0, le=1)  # presence: part present when this much of the ROI is foreground
-    off_fraction: float = Field(0.05, ge=0, lt=1)  # ... and gone again below this (hysteresis)
-    min_diff: float = Field(20.0, gt=0)  # presence: grey levels a pixel must differ from the belt
-    sigma: float = Field(4.0, gt=0)  # ... or this many times the belt's own spread, whichever is larger
-    background_rate: float = Field(0.02, ge=0, le=1)  # presence: belt model update rate on empty frames
+    on_fraction: float = Field(0.15, gt=0, le=1, allow_inf_nan=False)  # presence: part present when this much of the ROI is foreground
+    off_fraction: float = Field(0.05, ge=0, lt=1, allow_inf_nan=False)  # ... and gone again below this (hysteresis)
+    min_diff: float = Field(20.0, gt=0, allow_inf_nan=False)  # presence: grey levels a pixel must differ from the belt
+    sigma: float = Field(4.0, gt=0, allow_inf_nan=False)  # ... or this many times the belt's own spread, whichever is larger
+    background_rate: float = Field(0.02, ge=0, le=1, allow_inf_nan=False)  # presence: belt model update rate on empty frames
     endpoint: str = "tcp://127.0.0.1:5557"  # external: PULL socket the PLC pushes trigger messages to
 
     @model_validator(mode="after")
@@ -94,7 +95,7 @@ class EngineConfig(_Section):
     path: Path | None = None  # MODEL.onnx or MODEL.engine (manifest MODEL.json beside it); replay: --model
     backend: Literal["auto", "tensorrt", "onnxruntime"] = "auto"
     max_batch: int = Field(8, ge=1)  # crops per engine call (capped by the engine's own max batch)
-    max_wait_ms: float = Field(10.0, ge=0)  # a batch is sent when full or this long after its first crop
+    max_wait_ms: float = Field(10.0, ge=0, allow_inf_nan=False)  # a batch is sent when full or this long after its first crop
     queue_parts: int = Field(64, ge=1)  # parts buffered between trigger and scoring
 
 
@@ -111,15 +112,32 @@ class PublishConfig(_Section):
     jpeg_quality: int = Field(90, ge=1, le=100)
     send_hwm: int = Field(1000, ge=1)  # messages queued per subscriber before PUB drops (ZMQ_SNDHWM)
     linger_ms: int = Field(2000, ge=0)  # on close, how long queued messages may still be delivered
-    status_interval_s: float = Field(1.0, gt=0)
+    status_interval_s: float = Field(1.0, gt=0, allow_inf_nan=False)
     wait_subscribers: int = Field(0, ge=0)  # hold the first result until this many subscribers joined ...
-    wait_subscribers_s: float = Field(5.0, ge=0)  # ... or this long passed
+    wait_subscribers_s: float = Field(5.0, ge=0, allow_inf_nan=False)  # ... or this long passed
     queue_results: int = Field(256, ge=1)  # results buffered between decide and publish
+    backfill_bind: str | None = "tcp://127.0.0.1:5558"  # ROUTER answering "everything after N"; empty = none
 
-    @field_validator("bind")
+    @field_validator("bind", "backfill_bind")
     @classmethod
     def _empty_is_none(cls, v: str | None) -> str | None:
         return v or None
+
+
+class StateConfig(_Section):
+    dir: Path = Path("/var/lib/inspector")  # journal.db and images/ (systemd StateDirectory=inspector)
+    journal: bool = True  # journal every verdict before it is published (off: no journal, no backfill)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"  # FULL survives a power cut; NORMAL only a crash
+    retention_days: float = Field(30.0, gt=0, allow_inf_nan=False)  # journal rows older than this are deleted
+    retention_rows: int = Field(1_000_000, ge=1)  # ... and beyond the newest this many
+    image_quota_bytes: int = Field(2 * 1024**3, ge=0)  # images of failed parts, oldest deleted first
+    store_images: list[ImageKind] = ["input", "reconstruction", "heatmap"]  # kinds kept per failed ROI; [] = none
+
+
+class SecurityConfig(_Section):
+    mode: Literal["off", "stonehouse", "ironhouse"] = "off"  # CURVE on every socket unless off
+    key_dir: Path = Path("/etc/inspector/keys")  # station.key + station.key_secret (`inspector keygen DIR`)
+    allow_dir: Path = Path("/etc/inspector/clients")  # ironhouse: public keys (*.key) of allowed clients
 
 
 class LoggingConfig(_Section):
@@ -140,6 +158,8 @@ class InspectorConfig(BaseSettings):
     engine: EngineConfig = EngineConfig()
     decision: DecisionConfig = DecisionConfig()
     publish: PublishConfig = PublishConfig()
+    state: StateConfig = StateConfig()
+    security: SecurityConfig = SecurityConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
@@ -152,6 +172,11 @@ class InspectorConfig(BaseSettings):
         unknown = sorted(set(self.decision.roi_thresholds) - set(names))
         if unknown:
             raise ValueError(f"decision.roi_thresholds: unknown ROI {unknown}; allowed: {names}")
+        binds = [e for e in (self.publish.bind, self.publish.backfill_bind) if e]
+        if self.trigger.mode == "external":
+            binds.append(self.trigger.endpoint)
+        if len(set(binds)) != len(binds):
+            raise ValueError(f"publish.bind, publish.backfill_bind and trigger.endpoint must differ, got {binds}")
         return self
 
     @classmethod

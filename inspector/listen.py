@@ -14,31 +14,44 @@ from typing import Any, TextIO
 
 import zmq
 
+from inspector.backfill import BackfillError, iter_backfill
 from inspector.publish import RESULT_TOPIC, STATUS_TOPIC
+from inspector.security import apply_client_curve
 
 _EXT = {"png": "png", "jpeg": "jpg"}
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")  # part ids come from PLCs: never let one name a path
 
 
 class GapDetector:
-    """Tracks the result sequence per run: a jump forward is a gap of lost results; a new run_id restarts it."""
+    """Tracks the result sequence: a jump forward is a gap of lost results. Sequence numbers continue
+    across daemon restarts (the journal), so a new run_id is not a reset: keep checking last + 1."""
 
-    def __init__(self) -> None:
-        self.expected: int | None = None
-        self.run_id: str | None = None
+    def __init__(self, last: int | None = None) -> None:
+        self.last = last  # the newest sequence seen (None before the first)
         self.gaps = 0
         self.lost = 0
 
+    @property
+    def expected(self) -> int | None:
+        return None if self.last is None else self.last + 1
+
+    def missing(self, seq: int) -> range:
+        """The sequence numbers skipped just before `seq` (empty if none)."""
+        return range(self.last + 1, seq) if self.last is not None else range(0)
+
     def see(self, header: dict[str, Any]) -> int:
-        """The number of results lost just before this one (0 if none)."""
-        seq, run = int(header["sequence"]), header.get("run_id")
-        lost = 0
-        if self.expected is not None and run == self.run_id and seq > self.expected:
-            lost = seq - self.expected
+        """Record a result; the number of results lost just before it (0 if none)."""
+        seq = int(header["sequence"])
+        lost = len(self.missing(seq))
+        if lost:
             self.gaps += 1
             self.lost += lost
-        self.expected, self.run_id = seq + 1, run
+        self.last = seq if self.last is None else max(self.last, seq)
         return lost
+
+    def duplicate(self, header: dict[str, Any]) -> bool:
+        """Already seen (a live message that a backfill delivered first)."""
+        return self.last is not None and int(header["sequence"]) <= self.last
 
 
 def format_result(h: dict[str, Any]) -> str:
@@ -67,47 +80,115 @@ def save_images(directory: Path, header: dict[str, Any], images: list[bytes]) ->
     return paths
 
 
+class _Printer:
+    def __init__(self, out: TextIO, as_json: bool, save: Path | None) -> None:
+        self.out, self.as_json, self.save = out, as_json, save
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def result(self, header: dict[str, Any], images: list[bytes], via: str | None = None) -> None:
+        if self.as_json:
+            self.line(json.dumps({**header, "backfilled": True} if via else header))
+        else:
+            self.line(format_result(header) + (f" ({via})" if via else ""))
+        if self.save is not None and header["verdict"] != "pass" and images:
+            save_images(self.save, header, images)
+
+
 def listen(endpoint: str, *, count: int | None = None, save: Path | None = None, show_status: bool = False,
-           as_json: bool = False, timeout_s: float | None = None, out: TextIO = sys.stdout) -> int:
-    """Print results until `count` results arrived (or forever); exit code 0, 1 if the timeout passed first."""
+           as_json: bool = False, timeout_s: float | None = None, out: TextIO = sys.stdout,
+           backfill_endpoint: str | None = None, since: int | None = None,
+           client_secret: Path | None = None, server_public: Path | None = None) -> int:
+    """Print results until `count` results arrived (or forever); exit code 0, 1 if the timeout passed first.
+
+    With `backfill_endpoint` (the Clone pattern): the SUB socket connects first and keeps what arrives;
+    `since` N prints every journaled result after N, then the live ones above the last printed; a gap
+    in the live stream is filled from the journal before the result after it is printed. Results the
+    journal no longer has (retention) or could not give are reported as lost.
+    """
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, 100_000)
+    if client_secret is not None and server_public is not None:
+        apply_client_curve(sock, client_secret, server_public)
     sock.setsockopt(zmq.SUBSCRIBE, RESULT_TOPIC)
     if show_status:
         sock.setsockopt(zmq.SUBSCRIBE, STATUS_TOPIC)
     sock.connect(endpoint)
-    gaps = GapDetector()
-    received = 0
+    curve = {"client_secret": client_secret, "server_public": server_public} if client_secret else {}
+    printer = _Printer(out, as_json, save)
+    gaps = GapDetector(last=since)
+    received = recovered = 0
     last = time.monotonic()
+
+    def fill(upto: int) -> int:
+        """Backfill (gaps.last, upto) and print it; returns how many came."""
+        assert backfill_endpoint is not None and gaps.last is not None
+        n = 0
+        try:
+            for r in iter_backfill(backfill_endpoint, gaps.last, 5000, limit=upto - gaps.last - 1,
+                                   images=save is not None, **curve):
+                seq = int(r.header["sequence"])
+                if seq >= upto:
+                    break
+                lost = gaps.see(r.header)
+                if lost:
+                    printer.line(f"GAP: {lost} result(s) lost before #{seq} (no longer in the journal)")
+                printer.result(r.header, _images_in_order(r.header, r.images), via="backfill")
+                n += 1
+        except BackfillError as e:
+            printer.line(f"backfill failed: {e}")
+        return n
+
     try:
+        if since is not None and backfill_endpoint is not None:
+            got = fill(2**62)
+            received += got
+            recovered += got
         while count is None or received < count:
             if not sock.poll(200):
                 if timeout_s is not None and time.monotonic() - last > timeout_s:
-                    print(f"timeout: nothing for {timeout_s:g}s after {received} results", file=out, flush=True)
+                    printer.line(f"timeout: nothing for {timeout_s:g}s after {received} results")
                     return 1
                 continue
             last = time.monotonic()
             topic, raw, *images = sock.recv_multipart()
             header = json.loads(raw)
             if topic == STATUS_TOPIC:
-                print(json.dumps(header) if as_json else format_status(header), file=out, flush=True)
+                printer.line(json.dumps(header) if as_json else format_status(header))
                 continue
-            if topic != RESULT_TOPIC:
+            if topic != RESULT_TOPIC or gaps.duplicate(header):
                 continue
-            received += 1
+            seq = int(header["sequence"])
+            if backfill_endpoint is not None and gaps.missing(seq):
+                got = fill(seq)
+                received += got
+                recovered += got
             lost = gaps.see(header)
             if lost:
-                print(f"GAP: {lost} result(s) lost before #{header['sequence']}", file=out, flush=True)
-            print(json.dumps(header) if as_json else format_result(header), file=out, flush=True)
-            if save is not None and header["verdict"] != "pass" and images:
-                save_images(save, header, images)
+                printer.line(f"GAP: {lost} result(s) lost before #{seq}")
+            received += 1
+            printer.result(header, images)
     except KeyboardInterrupt:
         pass
     finally:
         sock.close()
         summary = f"received {received} results, {gaps.gaps} gap(s), {gaps.lost} lost"
-        print(json.dumps({"summary": summary, "received": received, "gaps": gaps.gaps, "lost": gaps.lost})
-              if as_json else summary, file=out, flush=True)
+        if backfill_endpoint is not None:
+            summary += f", {recovered} recovered by backfill"
+        printer.line(json.dumps({"summary": summary, "received": received, "gaps": gaps.gaps, "lost": gaps.lost,
+                                 "recovered": recovered}) if as_json else summary)
     return 0
+
+
+def _images_in_order(header: dict[str, Any], by_key: dict[str, bytes]) -> list[bytes]:
+    """Backfilled images {"roi/kind": bytes} in the order of the header's `images` (those still stored)."""
+    out = []
+    for desc in header.get("images") or []:
+        data = by_key.get(f"{desc['roi']}/{desc['kind']}")
+        if data is None:
+            return []  # not all stored (send/store kinds differ, or the quota deleted some): save none
+        out.append(data)
+    return out

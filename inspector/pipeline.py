@@ -11,7 +11,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 import zmq
@@ -24,6 +25,7 @@ from inspector.decide import decide, resolve_thresholds
 from inspector.errors import InspectorError
 from inspector.notify import Notifier
 from inspector.publish import Publisher, PublishHook
+from inspector.recorder import Recorder
 from inspector.records import Part, Roi
 from inspector.scoring import Engine, score_batch
 from inspector.stats import Stats
@@ -39,11 +41,21 @@ from inspector.trigger import (
 log = structlog.get_logger("inspector.pipeline")
 
 
+class Service(Protocol):
+    """Something with its own thread and socket on the pipeline's context (the backfill server)."""
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
 class Pipeline:
     def __init__(self, cfg: InspectorConfig, engine: Engine, *, realtime: bool = False,
                  notifier: Notifier | None = None, first_sequence: int = 1,
                  before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = (),
-                 status_sources: Sequence[Callable[[], dict[str, Any]]] = (), lossless: bool | None = None) -> None:
+                 status_sources: Sequence[Callable[[], dict[str, Any]]] = (), lossless: bool | None = None,
+                 recorder: Recorder | None = None, context: zmq.Context | None = None,
+                 curve_secret: str | Path | None = None, services: Sequence[Service] = ()) -> None:
         self.cfg = cfg
         self.engine = engine
         self.notifier = notifier or Notifier()
@@ -53,12 +65,13 @@ class Pipeline:
         roi_names = [r.name for r in cfg.rois] or ["center"]
         manifest_threshold = getattr(engine.manifest, "threshold", None)
         self.thresholds = resolve_thresholds(roi_names, cfg.decision, manifest_threshold)
-        self.ctx = zmq.Context()
+        self.ctx = context or zmq.Context()  # with CURVE: the context the authenticator was started on
+        self.services = list(services)  # e.g. the backfill server: started after the binds, stopped first
         self.frames: queue.Queue = queue.Queue(cfg.camera.queue_frames)
         self.parts: queue.Queue = queue.Queue(cfg.engine.queue_parts)
         self.results: queue.Queue = queue.Queue(cfg.publish.queue_results)
         self.capture = Capture(cfg.camera, self.frames, self.stats, realtime=realtime, lossless=lossless)
-        self.receiver = (ExternalTriggerReceiver(self.ctx, cfg.trigger.endpoint, self.stats)
+        self.receiver = (ExternalTriggerReceiver(self.ctx, cfg.trigger.endpoint, self.stats, curve_secret)
                          if cfg.trigger.mode == "external" else None)
         self._abort = threading.Event()  # a stage died: stop waiting on queues
         self._signal: int | None = None
@@ -67,7 +80,7 @@ class Pipeline:
             info={"model_id": self.model_id, "backend": getattr(engine, "backend", None),
                   "source": str(cfg.camera.source)},
             first_sequence=first_sequence, before_publish=before_publish, after_publish=after_publish,
-            status_sources=status_sources, abort=self._abort)
+            status_sources=status_sources, abort=self._abort, recorder=recorder, curve_secret=curve_secret)
         self._stages = [threading.Thread(target=self._guard, args=(self._trigger_loop,), name="trigger", daemon=True),
                         threading.Thread(target=self._guard, args=(self._score_loop,), name="score", daemon=True)]
         self._stop = threading.Event()
@@ -88,6 +101,12 @@ class Pipeline:
             except OSError as e:
                 self.results.put(END)
                 raise InspectorError(str(e)) from None
+        for service in self.services:
+            try:
+                service.start()
+            except Exception as e:  # an endpoint in use, a key that cannot be read
+                self.results.put(END)
+                raise InspectorError(f"{getattr(service, 'name', type(service).__name__)}: {e}") from None
         self.started_mono = time.monotonic()
         for t in self._stages:
             t.start()
@@ -103,7 +122,12 @@ class Pipeline:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, _frame: self._on_signal(signum))
-        self.start()
+        try:
+            self.start()
+        except InspectorError:
+            self._abort.set()
+            self.close()  # release what did start: threads, sockets, the backfill server
+            raise
         ready = stopping = False
         last_ping, last_examined = 0.0, 0
         camera_state = ""
@@ -142,12 +166,15 @@ class Pipeline:
         return 0
 
     def close(self) -> None:
+        for service in self.services:
+            service.stop()
         self.capture.stop()
-        if self.receiver is not None:
+        if self.receiver is not None and self.receiver.ident is not None:
             self.receiver.stop()
             self.receiver.join(2)
         for t in (*self._stages, self.capture):
-            t.join(2)
+            if t.ident is not None:  # started (not when a bind failed first)
+                t.join(2)
         self.ctx.term()
 
     def _on_signal(self, signum: int) -> None:

@@ -1,6 +1,9 @@
 """Publish results and status over ZeroMQ: multipart [topic, header JSON, images…], one gapless sequence.
 
-One thread owns the socket; per result: sequence, `before_publish` hooks (a journal), send, `after_publish`.
+One thread owns the socket. It takes every result waiting in its queue (up to MAX_BATCH), numbers them,
+runs the `before_publish` hooks, has the recorder store images and journal the whole batch in one
+commit, then sends them one by one and runs the `after_publish` hooks: a verdict is journaled before
+it is published, and the journal's fsync is paid once per batch, not once per part.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -19,7 +24,11 @@ import zmq
 
 from inspector.config import PublishConfig
 from inspector.records import Result, RoiResult
+from inspector.security import SecurityError, apply_server_curve
 from inspector.stats import Stats
+
+if TYPE_CHECKING:
+    from inspector.recorder import Recorder
 
 log = structlog.get_logger("inspector.publish")
 
@@ -27,6 +36,7 @@ SCHEMA_VERSION = 1
 RESULT_TOPIC = b"result"
 STATUS_TOPIC = b"status"
 END = None
+MAX_BATCH = 256  # results journaled in one commit at most
 
 # (header, images) -> None. A hook may raise: it is logged and counted, publishing goes on.
 PublishHook = Callable[[dict[str, Any], list[bytes]], None]
@@ -64,17 +74,45 @@ def _roi_images(r: RoiResult, kinds: Sequence[str]) -> list[tuple[str, np.ndarra
     return out
 
 
+@dataclass
+class Outgoing:
+    """One result ready to leave: its header (and the exact JSON sent), the images sent after it, and
+    the images kept in the image store for a failed or error part, {(roi, kind): (format, bytes)}."""
+    header: dict[str, Any]
+    raw: bytes
+    images: list[bytes]
+    stored: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
+
+
 def build_result(result: Result, sequence: int, station_id: str, run_id: str, cfg: PublishConfig,
                  now_wall: float, now_mono: float) -> tuple[dict[str, Any], list[bytes]]:
     """The header and encoded images of one result message (documented field by field in docs/protocol.md)."""
+    out = build_outgoing(result, sequence, station_id, run_id, cfg, now_wall, now_mono)
+    return out.header, out.images
+
+
+def build_outgoing(result: Result, sequence: int, station_id: str, run_id: str, cfg: PublishConfig,
+                   now_wall: float, now_mono: float, store_kinds: Sequence[str] = ()) -> Outgoing:
+    """The result message, plus the images the store keeps (`store_kinds` of a failed/error part).
+
+    What is stored does not depend on what is sent: an image both sent and stored is encoded once.
+    """
     part = result.part
     send = cfg.send_images == "all" or (cfg.send_images == "failed" and result.verdict != "pass")
+    store = bool(store_kinds) and result.verdict != "pass"
     descriptors: list[dict[str, Any]] = []
     images: list[bytes] = []
-    if send:
-        for r in result.rois:
-            for kind, img in _roi_images(r, cfg.images):
-                images.append(encode_image(img, cfg.image_format, cfg.jpeg_quality))
+    stored: dict[tuple[str, str], tuple[str, bytes]] = {}
+    for r in result.rois:
+        sent_kinds = list(cfg.images) if send else []
+        kept_kinds = list(store_kinds) if store else []
+        wanted = sent_kinds + [k for k in kept_kinds if k not in sent_kinds]  # sent ones in configured order
+        for kind, img in _roi_images(r, wanted):
+            data = encode_image(img, cfg.image_format, cfg.jpeg_quality)
+            if kind in kept_kinds:
+                stored[(r.name, kind)] = (cfg.image_format, data)
+            if kind in sent_kinds:
+                images.append(data)
                 descriptors.append({"roi": r.name, "kind": kind, "format": cfg.image_format,
                                     "width": int(img.shape[1]), "height": int(img.shape[0]),
                                     "channels": int(img.shape[2]) if img.ndim == 3 else 1})
@@ -100,7 +138,7 @@ def build_result(result: Result, sequence: int, station_id: str, run_id: str, cf
         ],
         "images": descriptors,
     }
-    return header, images
+    return Outgoing(header, json.dumps(header).encode(), images, stored)
 
 
 class Publisher(threading.Thread):
@@ -110,7 +148,8 @@ class Publisher(threading.Thread):
                  station_id: str, run_id: str, info: dict[str, Any], first_sequence: int = 1,
                  before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = (),
                  status_sources: Sequence[Callable[[], dict[str, Any]]] = (),
-                 abort: threading.Event | None = None) -> None:
+                 abort: threading.Event | None = None, recorder: Recorder | None = None,
+                 curve_secret: str | Path | None = None) -> None:
         super().__init__(name="publish", daemon=True)
         self.cfg = cfg
         self.results = results
@@ -118,7 +157,10 @@ class Publisher(threading.Thread):
         self.station_id = station_id
         self.run_id = run_id
         self.info = info  # static fields of every status: model_id, backend, camera source
-        self.next_sequence = first_sequence  # seeded by a journal across restarts (issue 6)
+        self.first_sequence = first_sequence  # from the journal: numbers continue across restarts
+        self.next_sequence = first_sequence
+        self.recorder = recorder  # journal + image store, used and closed by this thread only
+        self.curve_secret = curve_secret  # the station's key pair: CURVE server when set
         self.before_publish = list(before_publish)
         self.after_publish = list(after_publish)
         self.status_sources = list(status_sources)  # extra status fields (a journal's health, ...)
@@ -139,8 +181,10 @@ class Publisher(threading.Thread):
             self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._sock.setsockopt(zmq.LINGER, self.cfg.linger_ms)
             try:
+                if self.curve_secret is not None:
+                    apply_server_curve(self._sock, self.curve_secret)
                 self._sock.bind(self.cfg.bind)
-            except zmq.ZMQError as e:
+            except (zmq.ZMQError, SecurityError) as e:
                 self.bind_error = f"publish.bind {self.cfg.bind}: {e}"
                 self._sock.close(0)
                 self._sock = None
@@ -154,6 +198,8 @@ class Publisher(threading.Thread):
             self.error = e
             log.exception("publisher failed", error=str(e))
         finally:
+            if self.recorder is not None:
+                self.recorder.close()
             if self._sock is not None:
                 self._sock.close()  # waits up to linger_ms for queued messages to leave
 
@@ -172,26 +218,50 @@ class Publisher(threading.Thread):
                     self._send_status(final=True)
                     return
                 continue
-            if result is END:
+            batch, ended = [result], result is END
+            while not ended and len(batch) < MAX_BATCH:  # everything already waiting: one journal commit
+                try:
+                    result = self.results.get_nowait()
+                except queue.Empty:
+                    break
+                ended = result is END
+                if not ended:
+                    batch.append(result)
+            if batch[0] is not END:
+                self.publish_many(batch)
+            if ended:
                 self._send_status(final=True)
                 return
-            self.publish(result)
 
     def publish(self, result: Result) -> None:
-        seq = self.next_sequence
-        self.next_sequence += 1
-        header, images = build_result(result, seq, self.station_id, self.run_id, self.cfg,
-                                      time.time(), time.monotonic())
-        self._run_hooks(self.before_publish, header, images)
+        self.publish_many([result])
+
+    def publish_many(self, results: Sequence[Result]) -> None:
+        """Number, record (journal before sending) and send results, in order."""
+        store_kinds = self.recorder.store_kinds if self.recorder is not None else ()
+        batch = []
+        for result in results:
+            out = build_outgoing(result, self.next_sequence, self.station_id, self.run_id, self.cfg,
+                                 time.time(), time.monotonic(), store_kinds)
+            self.next_sequence += 1
+            self._run_hooks(self.before_publish, out.header, out.images)
+            batch.append(out)
+        if self.recorder is not None:
+            self.recorder.record(batch)
+        for out in batch:
+            self._send(out)
+
+    def _send(self, out: Outgoing) -> None:
+        header = out.header
         if self._sock is not None:
-            self._sock.send_multipart([RESULT_TOPIC, json.dumps(header).encode(), *images], copy=False)
-        self.stats.published(result.verdict, header["latency_ms"] / 1000)
-        with structlog.contextvars.bound_contextvars(sequence=seq):
-            level = log.debug if result.verdict == "pass" else log.info
-            level("result", part_id=header["part_id"], frame=header["frame"], verdict=result.verdict,
-                  error=result.error, latency_ms=header["latency_ms"],
+            self._sock.send_multipart([RESULT_TOPIC, out.raw, *out.images], copy=False)
+        self.stats.published(header["verdict"], header["latency_ms"] / 1000)
+        with structlog.contextvars.bound_contextvars(sequence=header["sequence"]):
+            level = log.debug if header["verdict"] == "pass" else log.info
+            level("result", part_id=header["part_id"], frame=header["frame"], verdict=header["verdict"],
+                  error=header["error"], latency_ms=header["latency_ms"],
                   scores={r["name"]: r["score"] for r in header["rois"]})
-        self._run_hooks(self.after_publish, header, images)
+        self._run_hooks(self.after_publish, header, out.images)
 
     def _run_hooks(self, hooks: list[PublishHook], header: dict[str, Any], images: list[bytes]) -> None:
         for hook in hooks:
@@ -204,7 +274,7 @@ class Publisher(threading.Thread):
     def status(self, final: bool = False) -> dict[str, Any]:
         snap = self.stats.snapshot()
         snap["camera"]["source"] = self.info.get("source")
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = self.recorder.stats() if self.recorder is not None else {}
         for source in self.status_sources:
             try:
                 extra.update(source())
@@ -218,6 +288,7 @@ class Publisher(threading.Thread):
             "started_at": round(self._started_wall, 6),
             "published_at": round(time.time(), 6),
             "uptime_s": round(time.time() - self._started_wall, 3),
+            "first_sequence": self.first_sequence,
             "last_sequence": self.next_sequence - 1,
             "model_id": self.info.get("model_id"),
             "backend": self.info.get("backend"),

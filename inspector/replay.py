@@ -19,6 +19,7 @@ from inspector.errors import InspectorError
 from inspector.logs import setup_logging
 from inspector.pipeline import Pipeline
 from inspector.scoring import open_engine
+from inspector.station import open_station
 
 
 @dataclass(frozen=True)
@@ -131,19 +132,33 @@ def summarize(headers: list[dict[str, Any]], frames: int, seconds: float) -> dic
 
 
 def run_replay(video: Path, model: Path, config: Path | None = None, realtime: bool = False,
-               ground_truth: Path | None = None, publish: str | None = None, json_out: Path | None = None) -> int:
+               ground_truth: Path | None = None, publish: str | None = None, json_out: Path | None = None,
+               *, state: Path | None = None, backfill: str | None = None, frames: int | None = None) -> int:
+    """Replay VIDEO; with `state` every verdict is journaled there (synchronous=NORMAL: a replay needs
+    crash safety, not power-cut safety) and `backfill` serves it; `frames` loops the video up to N frames."""
     if not video.is_file():
         raise InspectorError(f"video {video} does not exist")
+    if backfill and state is None:
+        raise InspectorError("replay: --backfill needs --state DIR (it serves the journal)")
+    if frames is not None and frames < 1:
+        raise InspectorError(f"replay: --frames must be >= 1, got {frames}")
     truth = read_ground_truth(ground_truth) if ground_truth else None
-    cfg = load_config(config, {"camera": {"source": str(video), "loop": False},
-                               "engine": {"path": str(model)}, "publish": {"bind": publish or ""}})
+    camera: dict[str, Any] = {"source": str(video), "loop": frames is not None, "max_frames": frames or 0}
+    overrides: dict[str, Any] = {"camera": camera, "engine": {"path": str(model)},
+                                 "publish": {"bind": publish or "", "backfill_bind": backfill or ""},
+                                 "state": {"journal": state is not None}}
+    if state is not None:
+        overrides["state"]["dir"] = str(state)
+    cfg = load_config(config, overrides)
     if publish and cfg.publish.wait_subscribers == 0:
         cfg.publish.wait_subscribers = 1  # a listener started first must not miss the first results
     setup_logging("warning", cfg.logging.format, cfg.station_id, stream=sys.stderr)
     engine = open_engine(cfg.engine)
     headers: list[dict[str, Any]] = []
     try:
-        pipeline = Pipeline(cfg, engine, realtime=realtime, after_publish=[lambda h, _images: headers.append(h)])
+        station = open_station(cfg, str(getattr(engine.manifest, "model_id", "unknown")), synchronous="NORMAL")
+        pipeline = Pipeline(cfg, engine, realtime=realtime, after_publish=[lambda h, _images: headers.append(h)],
+                            **station.pipeline_kwargs())
         code = pipeline.run(handle_signals=True)
     finally:
         engine.close()

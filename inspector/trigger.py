@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import cv2
@@ -20,11 +21,13 @@ import zmq
 from inspector.config import TriggerConfig
 from inspector.crop import crop
 from inspector.records import Frame, Roi
+from inspector.security import SecurityError, apply_server_curve
 from inspector.stats import Stats
 
 log = structlog.get_logger("inspector.trigger")
 
 MAX_TRIGGER_BYTES = 1024
+MAX_PENDING_TRIGGERS = 10_000  # triggers waiting for a frame; beyond, the oldest is dropped
 PRESENCE_WIDTH = 64  # the watched ROI is shrunk to this width (INTER_AREA averages belt texture out)
 PASSED_CENTRE_MARGIN = 0.03  # fire once the part is this far (fraction of the ROI) past its best position
 
@@ -172,9 +175,11 @@ class ExternalTriggerReceiver(threading.Thread):
     characters). Anything else (more frames, over 1 KiB, not JSON) is counted as dropped and ignored.
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, stats: Stats) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, stats: Stats,
+                 curve_secret: str | Path | None = None) -> None:
         super().__init__(name="external-trigger", daemon=True)
         self.endpoint = endpoint
+        self.curve_secret = curve_secret  # the station's key pair: CURVE server when set
         self.stats = stats
         self._ctx = ctx
         self._halt = threading.Event()
@@ -195,8 +200,10 @@ class ExternalTriggerReceiver(threading.Thread):
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_TRIGGER_BYTES)
         try:
+            if self.curve_secret is not None:
+                apply_server_curve(sock, self.curve_secret)
             sock.bind(self.endpoint)
-        except zmq.ZMQError as e:
+        except (zmq.ZMQError, SecurityError) as e:
             self._error = f"trigger.endpoint {self.endpoint}: {e}"
             self._bound.set()
             sock.close()
@@ -214,6 +221,9 @@ class ExternalTriggerReceiver(threading.Thread):
                     self.stats.drop("bad_trigger")
                     continue
                 with self._lock:
+                    if len(self._pending) >= MAX_PENDING_TRIGGERS:  # a flood with no frames: bounded
+                        self._pending.popleft()
+                        self.stats.drop("trigger_overflow")
                     self._pending.append((now, part_id or None))
         finally:
             sock.close()
@@ -242,7 +252,7 @@ def _parse_trigger(msg: list[bytes]) -> str | None | bool:
         return None
     try:
         body = json.loads(msg[0])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: "[[[[…"
         return False
     if not isinstance(body, dict):
         return False

@@ -43,6 +43,7 @@ class TrainConfig:
     alpha: float = 0.9           # L_EG = alpha·L_cons + (1-alpha)·L_adv (paper: 0.9; 0 = no consistency)
     loss: str = "hinge"          # adversarial loss: "bce" (paper) or "hinge"
     latent_weight: float = 1.0   # weight of ||z - E(G(z))||_1 inside L_cons
+    cons_reduce: str = "sum"     # L_cons norms: "sum" over each sample's elements (paper's ||.||_1) or "mean"
     lam: float = 0.1             # score A = (1-lam)·L_R + lam·L_D (paper: 0.1)
     score_reduce: str = "mean"   # L_R per image: "mean" of the residual (paper) or "max" of the smoothed map
     smooth_sigma: float = 0.0    # Gaussian sigma (px) of the anomaly map; 0 = image_size/32
@@ -73,7 +74,7 @@ PAPER_RECIPE: dict[str, Any] = {
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "variant": VARIANTS, "image_size": SIZES, "channels": (1, 3), "join": ("projection", "concat"),
-    "pooling": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
+    "pooling": ("sum", "mean"), "cons_reduce": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
     "select": ("val", "last"), "device": ("auto", "cpu", "cuda"),
 }
 _POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps",

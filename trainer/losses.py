@@ -17,8 +17,14 @@ def l1_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def consistency_loss(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, z_tilde: torch.Tensor,
-                     latent_weight: float = 1.0) -> torch.Tensor:
-    """L_cons = mean|x - G(E(x))| + latent_weight · mean|z - E(G(z))|."""
+                     latent_weight: float = 1.0, reduce: str = "sum") -> torch.Tensor:
+    """L_cons = E_batch ||x - G(E(x))||_1 + latent_weight · E_batch ||z - E(G(z))||_1.
+
+    reduce="sum": each norm sums over the sample's elements (the paper's ||·||_1), so the image term
+    outweighs the latent and adversarial terms by its pixel count; "mean": both are per-element means.
+    """
+    if reduce == "sum":
+        return (x - x_hat).abs().flatten(1).sum(1).mean() + latent_weight * (z - z_tilde).abs().sum(1).mean()
     return (x - x_hat).abs().mean() + latent_weight * (z - z_tilde).abs().mean()
 
 

@@ -144,7 +144,7 @@ class Algorithm:
         frozen = _frozen(D)
         real_eg, fake_eg = D(torch.cat([x, x_tilde]), torch.cat([z_hat, z])).chunk(2)
         adv = eg_adv_loss(real_eg, fake_eg, t.loss)
-        cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight)
+        cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight, t.cons_reduce)
         loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv
         self.opts["EG"].zero_grad(set_to_none=True)
         loss_eg.backward()

@@ -1,0 +1,132 @@
+"""What `inspector run` and `replay` set up around the pipeline (issue 6): CURVE on every socket, the
+result journal and image store, the backfill endpoint, and the sequence number this run starts from.
+
+    station = open_station(cfg, model_id)                 # keys checked, authenticator started, journal read
+    pipe = Pipeline(cfg, engine, **station.pipeline_kwargs())
+    pipe.run()                                            # binds, serves backfill; close() stops it all
+
+Nothing here binds a socket: the pipeline binds (publish, trigger, then backfill) once everything
+could be set up, so a bad key or configuration leaves nothing half-started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import zmq
+
+from inspector import security
+from inspector.backfill import BackfillServer
+from inspector.config import InspectorConfig
+from inspector.errors import InspectorError
+from inspector.image_store import ImageStore
+from inspector.journal import Journal, JournalUnavailable
+from inspector.recorder import Recorder
+
+log = structlog.get_logger("inspector.station")
+
+JOURNAL_FILE = "journal.db"
+IMAGES_DIR = "images"
+STATION_KEY = "station"
+
+
+class _Named:
+    """A service with the configuration field it comes from, for error messages."""
+
+    def __init__(self, name: str, start: Any, stop: Any) -> None:
+        self.name, self._start, self._stop = name, start, stop
+
+    def start(self) -> None:
+        self._start()
+
+    def stop(self) -> None:
+        self._stop()
+
+
+@dataclass
+class Station:
+    context: zmq.Context
+    recorder: Recorder | None
+    first_sequence: int
+    curve_secret: Path | None
+    services: list[_Named] = field(default_factory=list)
+    start_info: dict[str, Any] = field(default_factory=dict)
+    backfill: BackfillServer | None = None
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        return {"context": self.context, "recorder": self.recorder, "first_sequence": self.first_sequence,
+                "curve_secret": self.curve_secret, "services": self.services,
+                "status_sources": [self.status]}
+
+    def status(self) -> dict[str, Any]:
+        """Status-topic fields: this start (restart announcement), security mode and the backfill counters."""
+        backfill = {"state": "off"} if self.backfill is None else {
+            "state": "serving" if self.backfill.is_alive() else "stopped", "endpoint": self.backfill.endpoint,
+            **self.backfill.stats()}
+        return {**self.start_info, "backfill": backfill}
+
+
+def station_secret(cfg: InspectorConfig) -> Path | None:
+    """The station's secret key file when CURVE is on; SecurityError → InspectorError if unusable."""
+    if cfg.security.mode == "off":
+        return None
+    secret = cfg.security.key_dir / f"{STATION_KEY}.key_secret"
+    try:
+        security.load_keypair(secret)
+    except security.SecurityError as exc:
+        raise InspectorError(f"security.key_dir: {exc} (make the pair with `inspector keygen "
+                             f"{cfg.security.key_dir}`)") from None
+    return secret
+
+
+def open_station(cfg: InspectorConfig, model_id: str, *, synchronous: str | None = None,
+                 backfill: bool = True) -> Station:
+    """Check the keys, start the authenticator, read the journal's last sequence and record this start."""
+    secret = station_secret(cfg)
+    context = zmq.Context()
+    try:
+        auth = security.start_authenticator(context, cfg.security.mode, cfg.security.allow_dir)
+    except security.SecurityError as exc:
+        context.term()
+        raise InspectorError(f"security: {exc}") from None
+    station = Station(context, None, 1, secret, start_info={"security": cfg.security.mode})
+    if cfg.state.journal:
+        _open_journal(station, cfg, model_id, synchronous or cfg.state.synchronous)
+        if backfill and cfg.publish.backfill_bind:
+            server = BackfillServer(cfg.publish.backfill_bind, cfg.state.dir / JOURNAL_FILE,
+                                    image_root=cfg.state.dir / IMAGES_DIR, context=context, curve_secret=secret)
+            station.backfill = server
+            station.services.append(_Named(f"publish.backfill_bind {cfg.publish.backfill_bind}",
+                                           server.start, server.stop))
+    if auth is not None:
+        station.services.append(_Named("security authenticator", lambda: None, auth.stop))
+    return station
+
+
+def _open_journal(station: Station, cfg: InspectorConfig, model_id: str, synchronous: str) -> None:
+    state = cfg.state
+    journal = Journal(state.dir / JOURNAL_FILE, state.retention_days, state.retention_rows,
+                      synchronous=synchronous)
+    first, from_journal = journal.start_seq()
+    start_id = None
+    with contextlib.suppress(JournalUnavailable):
+        start_id = journal.record_start(os.getpid(), model_id)
+    journal.close()  # the publishing thread reopens it with its first append
+    store = None
+    if state.store_images and state.image_quota_bytes > 0:
+        store = ImageStore(state.dir / IMAGES_DIR, state.image_quota_bytes, fsync=synchronous == "FULL")
+    station.recorder = Recorder(journal, store, state.store_images)
+    station.first_sequence = first
+    station.start_info.update({"start_id": start_id, "restart": bool(start_id and start_id > 1),
+                               "sequence_from_journal": from_journal})
+    if from_journal:
+        log.info("journal opened: sequence numbers continue", first_sequence=first, start_id=start_id,
+                 journal=str(journal.path))
+    else:
+        log.error("journal unreadable at start: sequence numbers start from the clock (subscribers see a gap)",
+                  first_sequence=first, error=journal.last_error)
