@@ -157,9 +157,13 @@ class BackfillServer:
         sock.router_mandatory = 1
         sock.sndhwm = self.sndhwm
         sock.maxmsgsize = _MAX_FRAME_BYTES
-        if self.curve_secret is not None:
-            apply_server_curve(sock, self.curve_secret)
-        sock.bind(self.bind_endpoint)
+        try:
+            if self.curve_secret is not None:
+                apply_server_curve(sock, self.curve_secret)
+            sock.bind(self.bind_endpoint)
+        except BaseException:
+            sock.close()  # an unclosed socket would hang the context's term()
+            raise
         return sock
 
     def _run(self) -> None:

@@ -172,9 +172,9 @@ class Pipeline:
         if self.receiver is not None and self.receiver.ident is not None:
             self.receiver.stop()
             self.receiver.join(2)
-        for t in (*self._stages, self.capture):
+        for t in (*self._stages, self.capture, self.publisher):
             if t.ident is not None:  # started (not when a bind failed first)
-                t.join(2)
+                t.join(2 if t is not self.publisher else self.cfg.publish.linger_ms / 1000 + 2)
         self.ctx.term()
 
     def _on_signal(self, signum: int) -> None:

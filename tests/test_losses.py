@@ -10,8 +10,15 @@ import math
 import pytest
 import torch
 
-from trainer.losses import (anomaly_score, consistency_loss, d_loss, eg_adv_loss, gan_g_loss, gaussian_kernel,
-                            smooth_map)
+from trainer.losses import (
+    anomaly_score,
+    consistency_loss,
+    d_loss,
+    eg_adv_loss,
+    gan_g_loss,
+    gaussian_kernel,
+    smooth_map,
+)
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,15 @@ from torch import nn
 
 from trainer.config import ModelConfig
 from trainer.errors import UserError
-from trainer.models import (Discriminator, Encoder, Generator, ImageDiscriminator, build_networks,
-                            latent_search, stage_widths)
+from trainer.models import (
+    Discriminator,
+    Encoder,
+    Generator,
+    ImageDiscriminator,
+    build_networks,
+    latent_search,
+    stage_widths,
+)
 
 torch.set_num_threads(1)
 

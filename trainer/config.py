@@ -47,6 +47,7 @@ class TrainConfig:
     lam: float = 0.1             # score A = (1-lam)·L_R + lam·L_D (paper: 0.1)
     score_reduce: str = "mean"   # L_R per image: "mean" of the residual (paper) or "max" of the smoothed map
     smooth_sigma: float = 0.0    # Gaussian sigma (px) of the anomaly map; 0 = image_size/32
+    bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
     val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
     select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
     anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image

@@ -184,6 +184,37 @@ class Algorithm:
 
 
 @torch.no_grad()
+def recalibrate_bn(nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 64) -> None:
+    """Re-estimate BatchNorm running stats on the scoring path only: E(x), G(E(x)), D.features(x).
+
+    Training calls G on prior codes and E on generated images too, so the running averages mix
+    distributions the detector never sees; eval-mode reconstructions then lag the train-mode ones.
+    """
+    bns = [m for n in nets.values() for m in n.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not bns or "E" not in nets:
+        return
+    modes = {k: n.training for k, n in nets.items()}
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+    for n in nets.values():
+        n.train()
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        if len(xb) < 2:
+            continue
+        z = nets["E"](xb)
+        nets["G"](z)
+        if "D" in nets:
+            nets["D"].features(xb, z)
+    for m, mom in zip(bns, momenta, strict=True):
+        m.momentum = mom
+    for k, n in nets.items():
+        n.train(modes[k])
+
+
+@torch.no_grad()
 def validation_error(nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 256) -> float:
     """Mean |x - G(E(x))| over held-out normal images, networks in eval mode (nan without E)."""
     if "E" not in nets or len(x) == 0:
@@ -254,6 +285,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
     algo = Algorithm(cfg, nets, info)
     x_all = to_tensor(images)
     x_val = x_all[val_idx].to(device)
+    x_train_dev = x_all[train_idx].to(device)
     data = TensorDataset(x_all[train_idx])
     bs = min(t.batch_size, len(train_idx))
     sampler = DistributedSampler(data, num_replicas=info.world, rank=info.rank, shuffle=True, seed=t.seed)
@@ -290,6 +322,8 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
             steps += 1
             bar.set_postfix(recon=f"{stats.get('recon', float('nan')):.3f}")
         rec: dict[str, Any] = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        if t.bn_recalibrate:
+            recalibrate_bn(nets, x_train_dev)
         rec["val_recon"] = validation_error(nets, x_val)
         rec["seconds"] = round(time.time() - t0, 2)
         if on_epoch is not None and info.main:

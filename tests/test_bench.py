@@ -1,0 +1,118 @@
+"""trainer bench: planning, resumable results, the two table layouts, and its error paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.bench import parse_digits, parse_methods
+from trainer.cli import main
+from trainer.errors import UserError
+from trainer.idx import write_idx
+from trainer.synth import synthesize
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("line")
+    synthesize(out, seed=3, size=32, n_train=40, n_test=24)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny IDX folder: digit 0 = dark frame with a bright ring, digit 1 = a bright bar."""
+    out = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+
+    def digits(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 2, n).astype(np.uint8)
+        imgs = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
+        yy, xx = np.mgrid[:28, :28]
+        ring = np.abs(np.hypot(yy - 14, xx - 14) - 8) < 2
+        for img, lab in zip(imgs, labels, strict=True):
+            if lab == 0:
+                img[ring] = 220
+            else:
+                img[4:24, 12:16] = 220
+        return imgs, labels
+
+    for part, n in (("train", 60), ("t10k", 40)):
+        imgs, labels = digits(n)
+        write_idx(out / f"{part}-images-idx3-ubyte.gz", imgs)
+        write_idx(out / f"{part}-labels-idx1-ubyte.gz", labels)
+    return out
+
+
+def test_parse_digits_and_methods() -> None:
+    assert parse_digits("0-9") == list(range(10))
+    assert parse_digits("1,3,7") == [1, 3, 7]
+    for bad in ("a-b", "3-12", ""):
+        with pytest.raises(UserError, match="mnist-digits"):
+            parse_digits(bad)
+    assert parse_methods("pca, ae") == ["pca", "ae"]
+    with pytest.raises(UserError, match="unknown method.*resnet"):
+        parse_methods("pca,resnet")
+
+
+def test_folder_bench_writes_table1_layout_and_resumes(line: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench"
+    assert main(["bench", str(line), "--out", str(out), "--models", "pca,knn", "--image-size", "32"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    records = data["records"]
+    assert {r["method"] for r in records} == {"pca", "knn"}
+    for r in records:
+        assert 0.0 <= r["image_auroc"] <= 1.0
+        assert set(r["per_defect_auroc"]) == {"scratch", "color", "missing", "flip"}
+        assert r["images_per_s"] > 0
+    md = (out / "results.md").read_text()
+    assert "| method | image AUROC | color | flip | missing | scratch |" in md
+    assert (out / "results.png").stat().st_size > 1000
+
+    # A second call with one more method keeps the finished records and runs only the new one.
+    before = {(r["method"], r["image_auroc"]) for r in records}
+    capsys.readouterr()
+    assert main(["bench", str(line), "--out", str(out), "--models", "pca,knn,ae", "--image-size", "32",
+                 "--epochs", "1"]) == 0
+    assert "3 runs (2 already done)" in capsys.readouterr().out
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert len(records) == 3
+    assert before <= {(r["method"], r["image_auroc"]) for r in records}
+    assert "| ae |" in (out / "results.md").read_text()
+
+
+def test_mnist_bench_has_a_column_per_digit_and_a_mean(mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    assert main(["bench", str(mnist), "--out", str(out), "--models", "pca,knn", "--mnist-digits", "0-1",
+                 "--seeds", "2"]) == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert len(records) == 2 * 2 * 2
+    assert {r["dataset"] for r in records} == {"digit_0", "digit_1"}
+    # The two digits are trivially separable: the yardsticks must find that.
+    assert min(r["image_auroc"] for r in records) > 0.95
+    md = (out / "results.md").read_text()
+    assert "| method | 0 | 1 | mean | train s |" in md
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--models", "pca,nope"], "unknown method"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--mnist-digits", "0-9"], "--mnist-digits applies to MNIST"),
+])
+def test_bench_cli_errors_are_one_line(line: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       argv: list[str], message: str) -> None:
+    assert main(["bench", str(line), "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bench_needs_digits_for_mnist_and_an_existing_folder(mnist: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(mnist), "--out", str(tmp_path / "o")]) == 2
+    assert "--mnist-digits" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing" in capsys.readouterr().err

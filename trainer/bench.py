@@ -1,0 +1,280 @@
+"""`trainer bench`: every detector variant and the classical yardsticks on the same splits, one table.
+
+Records (method × data set or digit × seed) go to DIR/results.json as they finish, so an interrupted
+run resumes; DIR/results.md has the paper's Table 1 layout (folder data) or per-digit columns (MNIST).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from trainer.baselines import BASELINES
+from trainer.config import VARIANTS, build_config
+from trainer.datasets import ImageSet, detect_layout, load_split
+from trainer.errors import UserError
+
+METHODS = (*VARIANTS, *BASELINES)
+RESULTS_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    dataset: str          # "line" (the folder's name) or "digit_3"
+    method: str
+    seed: int
+    mnist_digit: int | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}|{self.method}|{self.seed}"
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UserError(f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}")
+    return methods
+
+
+def parse_digits(text: str) -> list[int]:
+    """'0-9' -> [0..9]; '1,3,7' -> [1, 3, 7]."""
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-", 1))
+            digits = list(range(lo, hi + 1))
+        else:
+            digits = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"bad --mnist-digits {text!r}; write a range like 0-9 or a list like 1,3,7") from None
+    if not digits or any(d < 0 or d > 9 for d in digits):
+        raise UserError(f"bad --mnist-digits {text!r}; digits lie in 0-9")
+    return digits
+
+
+def plan_jobs(data_dir: Path, methods: list[str], digits: list[int] | None, seeds: int) -> list[Job]:
+    if digits is None:
+        sets: list[tuple[str, int | None]] = [(data_dir.resolve().name, None)]
+    else:
+        sets = [(f"digit_{d}", d) for d in digits]
+    return [Job(name, m, s, d) for name, d in sets for m in methods for s in range(seeds)]
+
+
+def score_method(job: Job, train: ImageSet, test: ImageSet, image_size: int, epochs: int | None
+                 ) -> tuple[np.ndarray, float, float]:
+    """Fit one method on the normal training images, score the test set: (scores, train s, images/s)."""
+    t0 = time.perf_counter()
+    if job.method in BASELINES:
+        model = BASELINES[job.method]().fit(train.images)
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        scores = model.score(test.images)
+    else:
+        from trainer.evaluate import score_images
+        from trainer.train import fit_arrays
+
+        overrides: dict[str, Any] = {"image_size": image_size, "channels": train.images.shape[-1],
+                                     "seed": job.seed, "epochs": epochs}
+        cfg = build_config(job.method, overrides)
+        result = fit_arrays(train.images, cfg, verbose=False)
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        scores, _, _ = score_images(cfg, result.nets, test.images)
+    infer_s = time.perf_counter() - t1
+    return np.asarray(scores, dtype=np.float64), train_s, len(test.images) / max(infer_s, 1e-9)
+
+
+def make_record(job: Job, test: ImageSet, scores: np.ndarray, train_s: float, ips: float) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+
+    kinds = np.asarray(test.kinds)
+    good = kinds == "good"
+    per_defect = {
+        k: float(roc_auc_score(np.r_[np.zeros(good.sum()), np.ones((kinds == k).sum())],
+                               np.r_[scores[good], scores[kinds == k]]))
+        for k in sorted(set(test.kinds) - {"good"})
+    }
+    return {"dataset": job.dataset, "method": job.method, "seed": job.seed,
+            "image_auroc": float(roc_auc_score(test.labels, scores)), "per_defect_auroc": per_defect,
+            "train_seconds": round(train_s, 2), "images_per_s": round(ips, 1), "n_test": len(test)}
+
+
+class ResultsFile:
+    """results.json, rewritten atomically after every record so an interrupted run loses nothing."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        if path.is_file():
+            try:
+                self.records = json.loads(path.read_text())["records"]
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{path} is not a results file of trainer bench; move it away or choose another --out") from None
+        self.meta = meta
+
+    def done(self) -> set[str]:
+        return {f"{r['dataset']}|{r['method']}|{r['seed']}" for r in self.records}
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"schema": RESULTS_SCHEMA, "meta": self.meta, "records": self.records}, indent=1))
+        tmp.replace(self.path)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def _by(records: list[dict[str, Any]], method: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    return [r for r in records if r["method"] == method and (dataset is None or r["dataset"] == dataset)]
+
+
+def table_folder(records: list[dict[str, Any]], methods: list[str]) -> str:
+    """The paper's Table 1: one row per method, image AUROC, per-defect AUROC, cost."""
+    defects = sorted({k for r in records for k in r["per_defect_auroc"]})
+    head = ["method", "image AUROC", *defects, "train s", "images/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        rs = _by(records, m)
+        if not rs:
+            continue
+        cells = [m, _mean_std([r["image_auroc"] for r in rs])]
+        cells += [_mean_std([r["per_defect_auroc"][d] for r in rs if d in r["per_defect_auroc"]]) for d in defects]
+        cells += [f"{np.mean([r['train_seconds'] for r in rs]):.0f}", f"{np.mean([r['images_per_s'] for r in rs]):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_digits(records: list[dict[str, Any]], methods: list[str]) -> str:
+    """MNIST one-class: a column per normal digit, then the mean over digits (± std over seeds)."""
+    digits = sorted({r["dataset"] for r in records}, key=lambda s: int(s.split("_")[1]))
+    head = ["method", *[d.split("_")[1] for d in digits], "mean", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        if not _by(records, m):
+            continue
+        cells = [m]
+        for d in digits:
+            cells.append(_mean_std([r["image_auroc"] for r in _by(records, m, d)]))
+        seeds = sorted({r["seed"] for r in _by(records, m)})
+        per_seed = [np.mean([r["image_auroc"] for r in _by(records, m) if r["seed"] == s]) for s in seeds]
+        cells += [_mean_std([float(v) for v in per_seed]),
+                  f"{np.mean([r['train_seconds'] for r in _by(records, m)]):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, results: ResultsFile, methods: list[str], mnist: bool, command: str) -> None:
+    recs = results.records
+    table = table_digits(recs, methods) if mnist else table_folder(recs, methods)
+    meta = results.meta
+    text = (f"# trainer bench results\n\nCommand: `{command}`\n\nMachine: {meta['machine']}\n\n"
+            f"Image-level AUROC (mean ± std over seeds where more than one).\n\n{table}\n")
+    (out / "results.md").write_text(text)
+    plot_bars(out / "results.png", recs, methods)
+
+
+def plot_bars(path: Path, records: list[dict[str, Any]], methods: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [m for m in methods if _by(records, m)]
+    means = [float(np.mean([r["image_auroc"] for r in _by(records, m)])) for m in shown]
+    fig, ax = plt.subplots(figsize=(1.1 * len(shown) + 2, 3.5))
+    bars = ax.bar(shown, means, color=["#3a6ea5" if m not in BASELINES else "#999999" for m in shown])
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_ylim(min([0.5, *means]) - 0.02, 1.0)
+    ax.set_ylabel("image AUROC (mean)")
+    ax.set_title("trainer bench")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_jobs(jobs: list[Job], data_dir: Path, results: ResultsFile, image_size: int, epochs: int | None,
+             on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+    done = results.done()
+    todo = [j for j in jobs if j.key not in done]
+    cache: dict[int | None, tuple[ImageSet, ImageSet]] = {}
+    for job in tqdm(todo, desc="bench", disable=None):
+        if job.mnist_digit not in cache:
+            cache.clear()
+            cache[job.mnist_digit] = (load_split(data_dir, "train", image_size, mnist_digit=job.mnist_digit),
+                                      load_split(data_dir, "test", image_size, mnist_digit=job.mnist_digit))
+        train, test = cache[job.mnist_digit]
+        scores, train_s, ips = score_method(job, train, test, image_size, epochs)
+        record = make_record(job, test, scores, train_s, ips)
+        results.add(record)
+        if on_record:
+            on_record(record)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    methods = parse_methods(args.models)
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    layout = detect_layout(data_dir)  # raises DataError for a missing or unrecognised folder
+    mnist = layout == "mnist"
+    if mnist and args.mnist_digits is None:
+        raise UserError(f"{data_dir} holds MNIST IDX files: say which normal digits with --mnist-digits 0-9")
+    if not mnist and args.mnist_digits is not None:
+        raise UserError(f"--mnist-digits applies to MNIST IDX folders; {data_dir} is a {layout} folder")
+    if layout == "plain":
+        raise UserError(f"{data_dir} has good images only; a benchmark needs a test split (MVTec layout or MNIST)")
+    digits = parse_digits(args.mnist_digits) if mnist else None
+    image_size = args.image_size or (32 if mnist else 64)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": f"{platform.machine()}, {_cpu_count()} CPU cores, Python {platform.python_version()}",
+            "data": str(data_dir), "image_size": image_size, "epochs": args.epochs}
+    results = ResultsFile(out / "results.json", meta)
+    jobs = plan_jobs(data_dir, methods, digits, args.seeds)
+    print(f"trainer bench: {len(jobs)} runs ({len(results.done() & {j.key for j in jobs})} already done) -> {out}")
+
+    def show(r: dict[str, Any]) -> None:
+        tqdm.write(f"  {r['dataset']:>10s} {r['method']:<12s} seed {r['seed']}  AUROC {r['image_auroc']:.3f}  "
+                   f"train {r['train_seconds']:.0f}s  {r['images_per_s']:.0f} img/s")
+
+    command = "trainer bench " + " ".join(_argv_of(args))
+    try:
+        run_jobs(jobs, data_dir, results, image_size, args.epochs, on_record=show)
+    finally:
+        if results.records:
+            write_report(out, results, methods, mnist, command)
+    print((out / "results.md").read_text())
+    return 0
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _argv_of(args: argparse.Namespace) -> list[str]:
+    parts = [str(args.data_dir), "--out", str(args.out), "--models", args.models]
+    for flag, value in (("--epochs", args.epochs), ("--image-size", args.image_size),
+                        ("--mnist-digits", args.mnist_digits)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return [*parts, "--seeds", str(args.seeds)]
