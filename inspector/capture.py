@@ -30,7 +30,8 @@ with contextlib.suppress(AttributeError):
 
 
 def source_kind(source: int | str) -> str:
-    """'device' (index or /dev/video*), 'pipeline' (GStreamer), 'stream' (URL) or 'file'."""
+    """'device' (index or /dev/video*), 'pipeline' (GStreamer), 'stream' (URL) or 'file' (a video, or an
+    image sequence such as frames/%05d.png)."""
     if isinstance(source, int) or source.isdigit() or source.startswith("/dev/video"):
         return "device"
     if "!" in source:
@@ -116,7 +117,7 @@ class Capture(threading.Thread):
 
     def _open(self) -> tuple[cv2.VideoCapture | None, str | None]:
         src = self.cfg.source
-        if self.kind == "file" and not Path(str(src)).is_file():
+        if self.kind == "file" and "%" not in str(src) and not Path(str(src)).is_file():  # %: image sequence
             return None, f"no such file: {src}"
         if self.kind == "device" and isinstance(src, str) and src.isdigit():
             src = int(src)

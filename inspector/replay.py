@@ -138,6 +138,8 @@ def run_replay(video: Path, model: Path, config: Path | None = None, realtime: b
     crash safety, not power-cut safety) and `backfill` serves it; `frames` loops the video up to N frames."""
     if not video.is_file():
         raise InspectorError(f"video {video} does not exist")
+    if not _readable(video):
+        raise InspectorError(f"video {video} cannot be read: not a video, or truncated before its first frame")
     if backfill and state is None:
         raise InspectorError("replay: --backfill needs --state DIR (it serves the journal)")
     if frames is not None and frames < 1:
@@ -175,6 +177,17 @@ def run_replay(video: Path, model: Path, config: Path | None = None, realtime: b
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _readable(video: Path) -> bool:
+    """Whether OpenCV can open the file and decode its first frame (a camera is retried; a file is not)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    try:
+        return bool(cap.isOpened() and cap.read()[0])
+    finally:
+        cap.release()
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -25,6 +25,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=200, help="test images (good and defective)")
     s.add_argument("--video", type=Path, default=None, help="also write a conveyor video (.mp4 or .avi)")
     s.add_argument("--parts", type=int, default=40, help="parts passing the camera in the video")
+    s.add_argument("--rotation", type=float, default=15.0,
+                   help="pose jitter in degrees about the nominal orientation (180 = any orientation)")
 
     f = sub.add_parser("fit", help="train a detector on normal images")
     f.add_argument("data_dir", type=Path)
