@@ -436,9 +436,11 @@ class _Store(Protocol):
 
 
 def publish_hook(journal: Journal, store: _Store | None = None) -> Callable[[dict[str, Any], list[bytes]], None]:
-    """A `before_publish` hook for inspector.publish.Publisher: store a failed part's images, then journal
-    the header (the same dict the publisher then sends as json.dumps(header)). Raises JournalUnavailable,
-    which the publisher logs and counts while publishing goes on."""
+    """A per-result `before_publish` hook: store a failed part's images, then journal the header.
+    Raises JournalUnavailable, which the publisher logs and counts (one line per part).
+
+    The daemon does not use it: `inspector.recorder.Recorder` journals a whole batch in one commit,
+    stores images whatever is sent, and logs a fault once when it starts and once when it ends."""
     def journal_result(header: dict[str, Any], images: list[bytes]) -> None:
         names = store.save_published(header, images) if store is not None else {}
         journal.append(header, names)

@@ -137,7 +137,7 @@ def soak(frames: int = 50_000, fps: float = 600.0, sample_s: float = 0.5, out: P
             journaled = conn.execute("SELECT count(*) FROM verdicts").fetchone()[0]
             integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         image_bytes = sum(p.stat().st_size for p in (work / "state" / "images").rglob("*") if p.is_file())
-    steady = [s for s in samples if s["frames"] >= frames * 0.2] or samples
+    steady = [s for s in samples if frames * 0.2 <= s["frames"] < frames] or samples  # not start-up or exit
     summary = {
         "frames_requested": frames, "camera_fps": fps, "exit_code": proc.returncode, "seconds": round(seconds, 1),
         "frames_captured": status.get("frames_captured"), "frames_dropped": status.get("frames_dropped"),
@@ -150,8 +150,9 @@ def soak(frames: int = 50_000, fps: float = 600.0, sample_s: float = 0.5, out: P
         "rss_mib_end": samples[-1]["rss_mib"] if samples else None,
         "rss_mib_max": max((s["rss_mib"] for s in samples), default=None),
         "rss_growth_steady_mib": round(steady[-1]["rss_mib"] - steady[0]["rss_mib"], 1) if steady else None,
-        "fds_min": min((s["fds"] for s in samples), default=None),
-        "fds_max": max((s["fds"] for s in samples), default=None),
+        "fds_first": samples[0]["fds"] if samples else None,  # before every socket and file is open
+        "fds_min": min((s["fds"] for s in steady), default=None),  # from 20 % of the frames on
+        "fds_max": max((s["fds"] for s in steady), default=None),
         "samples": len(samples), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "stderr_tail": err[-500:] if proc.returncode else "",
     }

@@ -111,6 +111,9 @@ bind = "{endpoint}"
 images = ["input"]
 status_interval_s = 0.2
 wait_subscribers = 1
+backfill_bind = ""
+[state]
+dir = "{path.parent / 'state'}"
 """)
     return path
 

@@ -17,11 +17,18 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_inspector_support import make_mean_model, write_conveyor_video
-from test_reliability_support import Run, journal_rows, station_config
+from test_reliability_support import (
+    Run,
+    fresh_logging,  # noqa: F401 - a fixture, used by pytestmark
+    journal_rows,
+    station_config,
+)
 
 from inspector.backfill import backfill
 from inspector.cli import main
 from inspector.trigger import _parse_trigger
+
+pytestmark = pytest.mark.usefixtures("fresh_logging")
 
 
 def _fuzz_messages(rng: random.Random, n: int) -> list[list[bytes]]:

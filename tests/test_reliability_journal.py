@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from test_inspector_support import REPO, inspector_cmd, make_mean_model, subprocess_env, write_conveyor_video
 from test_reliability_support import Run, Subscriber, integrity, journal_rows, json_logs, station_config
 
+from inspector.cli import main
 from inspector.journal import JournalReader
 from inspector.publish import Outgoing
 
@@ -104,6 +105,22 @@ def test_sequence_numbers_continue_across_restarts_and_the_restart_is_announced(
     assert (s1["start_id"], s1["restart"], s1["first_sequence"], s1["sequence_from_journal"]) == (1, False, 1, True)
     assert (s2["start_id"], s2["restart"], s2["first_sequence"], s2["sequence_from_journal"]) == (2, True, n + 1, True)
     assert [r["seq"] for r in journal_rows(tmp_path / "state" / "journal.db")] == list(range(1, 2 * n + 1))
+
+
+def test_history_reads_the_journal_named_by_the_configuration(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v = write_conveyor_video(tmp_path / "line.avi", n_parts=3)
+    run = Run(station_config(v.video, tmp_path / "state")).run()
+    config = tmp_path / "inspector.toml"
+    config.write_text(f'[state]\ndir = "{tmp_path / "state"}"\n')
+    capsys.readouterr()  # the run's own log lines
+    assert main(["history", "--config", str(config), "--verdict", "fail", "--limit", "1000", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    failed = [h for h in run.headers if h["verdict"] == "fail"]
+    assert [r["header"] for r in rows] == failed and len(failed) > 0
+    assert main(["history", "--config", str(config), "--since", str(v.frames - 2)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("seq") and [line.split()[0] for line in table[1:]] == [str(v.frames - 1), str(v.frames)]
 
 
 def _events(logs: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:

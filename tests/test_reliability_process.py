@@ -21,11 +21,16 @@ from test_inspector_support import (
     subprocess_env,
     write_conveyor_video,
 )
-from test_reliability_support import Subscriber, integrity, journal_rows
+from test_reliability_support import (
+    Subscriber,
+    fresh_logging,  # noqa: F401 - a fixture, used by pytestmark
+    integrity,
+    journal_rows,
+)
 
 from inspector.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fresh_logging")]
 
 
 def _journaled(path: Path) -> int:

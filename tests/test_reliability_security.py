@@ -10,12 +10,19 @@ from pathlib import Path
 import pytest
 import zmq
 from test_inspector_support import write_conveyor_video
-from test_reliability_support import Run, Subscriber, station_config
+from test_reliability_support import (
+    Run,
+    Subscriber,
+    fresh_logging,  # noqa: F401 - a fixture, used by pytestmark
+    station_config,
+)
 
 from inspector.backfill import BackfillError, backfill
 from inspector.cli import main
 from inspector.errors import InspectorError
 from inspector.security import apply_client_curve
+
+pytestmark = pytest.mark.usefixtures("fresh_logging")
 
 
 def _keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path]:
@@ -40,6 +47,7 @@ def test_ironhouse_daemon_serves_only_allow_listed_clients_on_every_socket(
                          security={"mode": "ironhouse", "key_dir": str(keys), "allow_dir": str(clients)})
     station_public = keys / "station.key"
     run = Run(cfg, realtime=True).start()
+    assert run.pipeline.publisher.bound.wait(10)
     allowed = Subscriber(pub, curve=lambda s: apply_client_curve(s, clients / "mes.key_secret", station_public))
     intruder = Subscriber(pub, curve=lambda s: apply_client_curve(
         s, tmp_path / "intruder" / "intruder.key_secret", station_public))

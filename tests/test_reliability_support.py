@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+import structlog
 import zmq
 from test_inspector_support import FakeEngine
 
@@ -119,3 +121,11 @@ class Subscriber:
 
 def json_logs(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def fresh_logging() -> Any:
+    """For tests calling inspector.cli.main in-process: its setup_logging binds structlog to the
+    captured stdout of that test; restore the defaults so later tests do not log to a closed file."""
+    yield
+    structlog.reset_defaults()

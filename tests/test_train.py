@@ -193,3 +193,17 @@ def test_fit_cli_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["fit", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and len(err.strip().splitlines()) == 1
+
+
+def test_config_presets_recipe_and_parsing() -> None:
+    paper = build_config("egbad", sets=["recipe=paper", "lr=3e-4"])
+    assert (paper.train.loss, paper.model.d_batchnorm, paper.train.alpha) == ("bce", True, 0.0)
+    assert paper.train.lr == pytest.approx(3e-4)  # later --set items win over the recipe
+    shipped = build_config("ours-proj")
+    assert (shipped.train.loss, shipped.model.d_batchnorm, shipped.train.alpha) == ("hinge", False, 0.9)
+    assert build_config("ae").train.lam == 0.0
+    assert build_config("ours-proj", sets=["d_batchnorm=yes"]).model.d_batchnorm is True
+    for bad, msg in [("d_batchnorm=maybe", "bad value for d_batchnorm"), ("recipe=egbad", "bad value for recipe"),
+                     ("epochs=0", "must be > 0"), ("alpha=1.5", r"in \[0, 1\]"), ("variant=ae", "--model")]:
+        with pytest.raises(UserError, match=msg):
+            build_config("ours-proj", sets=[bad])
