@@ -26,7 +26,7 @@ inspector listen "$ENDPOINT" --count "$PARTS" --save "$OUT/failed" > "$OUT/liste
 LISTENER=$!
 trap 'kill $LISTENER 2>/dev/null || true' EXIT
 inspector replay "$OUT/line.mp4" --model "$OUT/model.onnx" --config "$OUT/line.toml" \
-    --ground-truth "$OUT/line.csv" --publish "$ENDPOINT" --json "$OUT/replay.json"
+    --ground-truth "$OUT/line.csv" --publish "$ENDPOINT" --json "$OUT/replay.json" --state "$OUT/state"
 if wait "$LISTENER"; then :; else echo "listener ended with an error (see $OUT/listen.log)"; fi
 trap - EXIT
 echo "== verdicts received by the listener ($OUT/listen.log):"

@@ -73,6 +73,11 @@ PAPER_RECIPE: dict[str, Any] = {
     "latent_bound": 0.0, "alpha": 0.9, "cons_reduce": "sum", "score_reduce": "mean", "bn_recalibrate": False,
 }
 
+# One-class MNIST anomalies are whole images (another digit), not local defects: the mean residual
+# ranks them better than the map's peak (docs/detector.md, F6). Applied by `fit --mnist-digit` and
+# `bench` on MNIST folders before the user's --set items.
+MNIST_OVERRIDES: dict[str, Any] = {"score_reduce": "mean"}
+
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "variant": VARIANTS, "image_size": SIZES, "channels": (1, 3), "join": ("projection", "concat"),
     "pooling": ("sum", "mean"), "cons_reduce": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),

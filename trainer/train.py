@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
 from trainer import checkpoint
-from trainer.config import Config, build_config
+from trainer.config import MNIST_OVERRIDES, Config, build_config
 from trainer.errors import UserError
 from trainer.losses import consistency_loss, d_loss, eg_adv_loss, gan_g_loss
 from trainer.models import build_networks, init_weights
@@ -374,9 +374,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     overrides = {"image_size": args.image_size, "z_dim": args.z_dim, "batch_size": args.batch_size,
                  "epochs": args.epochs, "seed": args.seed, "device": args.device, "channels": args.channels}
     if args.mnist_digit is not None:
-        # One-class MNIST anomalies are whole images (another digit), not local defects: the mean
-        # residual ranks them better than the map's peak (docs/detector.md). --set still wins.
-        overrides["score_reduce"] = "mean"
+        overrides.update(MNIST_OVERRIDES)
     return build_config(args.model, overrides, args.set)
 
 
@@ -412,8 +410,9 @@ def run_fit(args: argparse.Namespace) -> int:
         payload = checkpoint.load(out / "model.pt")
         payload["run"]["val_names"] = val_names
         checkpoint.save(out / "model.pt", payload)
+        why = "lowest held-out reconstruction error" if cfg.train.select == "val" and "E" in result.nets else "last"
         print(f"trained {cfg.model.variant} for {cfg.train.epochs} epochs in {time.time() - t0:.0f}s; "
-              f"shipping epoch {result.best_epoch} (lowest held-out reconstruction error) -> {out / 'model.pt'}")
+              f"shipping epoch {result.best_epoch} ({why}) -> {out / 'model.pt'}")
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
