@@ -48,6 +48,8 @@ class TrainConfig:
     score_reduce: str = "max"    # L_R per image: "max" of the smoothed residual map, or its "mean" (paper)
     smooth_sigma: float = 0.0    # Gaussian sigma (px) of the anomaly map; 0 = image_size/32
     bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
+    shift: float = 0.06          # random translation of training images, up to this fraction of the size
+    #                              (a trigger never centres a moving part exactly; normals stay normal); 0 = off
     val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
     select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
     anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
@@ -71,6 +73,7 @@ VARIANT_PRESETS: dict[str, dict[str, Any]] = {
 PAPER_RECIPE: dict[str, Any] = {
     "d_batchnorm": True, "pooling": "sum", "loss": "bce", "lr": 1e-4, "beta1": 0.9, "beta2": 0.999,
     "latent_bound": 0.0, "alpha": 0.9, "cons_reduce": "sum", "score_reduce": "mean", "bn_recalibrate": False,
+    "shift": 0.0,
 }
 
 # One-class MNIST anomalies are whole images (another digit), not local defects: the mean residual
@@ -85,7 +88,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 }
 _POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps",
              "anogan_lr"}
-_UNIT = {"alpha", "lam", "val_fraction", "threshold_quantile", "beta1", "beta2"}
+_UNIT = {"alpha", "lam", "val_fraction", "shift", "threshold_quantile", "beta1", "beta2"}
 
 
 @dataclass

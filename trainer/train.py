@@ -49,6 +49,20 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
 
 
+def random_shift(x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Translate each image by up to ±fraction of its size (edge pixels repeated); 0 = unchanged.
+
+    Uses torch's global generator, which fit_arrays seeds per epoch, so runs stay reproducible.
+    """
+    n, _, h, w = x.shape
+    pad = int(round(fraction * max(h, w)))
+    if pad == 0:
+        return x
+    padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2))
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of n training images into (train, held-out normal) index arrays."""
     n_val = int(round(n * fraction)) if n >= 10 else 0
@@ -317,7 +331,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
         steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=None if info.main else True)
         for (xb,) in bar:
-            stats = algo.step(xb.to(device, non_blocking=True))
+            stats = algo.step(random_shift(xb, t.shift).to(device, non_blocking=True))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
