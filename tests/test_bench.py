@@ -116,3 +116,23 @@ def test_bench_needs_digits_for_mnist_and_an_existing_folder(mnist: Path, tmp_pa
     assert "--mnist-digits" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_set_items_make_labelled_ablation_rows(line: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    common = ["bench", str(line), "--out", str(out), "--image-size", "32", "--epochs", "1", "--models", "ae,pca"]
+    assert main(common) == 0
+    assert main([*common, "--set", "shift=0"]) == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    # pca takes no training options: it is not run twice; ae gets a second, labelled row.
+    assert sorted(r["method"] for r in records) == ["ae", "ae [shift=0]", "pca"]
+    ablation = next(r for r in records if r["sets"])
+    assert ablation["variant"] == "ae" and ablation["sets"] == ["shift=0"]
+    md = (out / "results.md").read_text()
+    assert "| ae |" in md and "| ae [shift=0] |" in md and "| pca |" in md
+
+
+def test_bad_set_fails_before_training(line: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(line), "--out", str(tmp_path / "o"), "--set", "nonsense=1"]) == 2
+    assert "unknown option 'nonsense'" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "results.json").exists()

@@ -33,10 +33,18 @@ class Job:
     method: str
     seed: int
     mnist_digit: int | None
+    sets: tuple[str, ...] = ()   # --set KEY=VALUE items for the trained variants (an ablation row)
+
+    @property
+    def label(self) -> str:
+        """The table row: the method, plus its --set items for an ablation (baselines take none)."""
+        if not self.sets or self.method in BASELINES:
+            return self.method
+        return f"{self.method} [{' '.join(self.sets)}]"
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}|{self.method}|{self.seed}"
+        return f"{self.dataset}|{self.label}|{self.seed}"
 
 
 def parse_methods(text: str) -> list[str]:
@@ -62,12 +70,13 @@ def parse_digits(text: str) -> list[int]:
     return digits
 
 
-def plan_jobs(data_dir: Path, methods: list[str], digits: list[int] | None, seeds: int) -> list[Job]:
+def plan_jobs(data_dir: Path, methods: list[str], digits: list[int] | None, seeds: int,
+              sets: tuple[str, ...] = ()) -> list[Job]:
     if digits is None:
-        sets: list[tuple[str, int | None]] = [(data_dir.resolve().name, None)]
+        datasets: list[tuple[str, int | None]] = [(data_dir.resolve().name, None)]
     else:
-        sets = [(f"digit_{d}", d) for d in digits]
-    return [Job(name, m, s, d) for name, d in sets for m in methods for s in range(seeds)]
+        datasets = [(f"digit_{d}", d) for d in digits]
+    return [Job(name, m, s, d, sets) for name, d in datasets for m in methods for s in range(seeds)]
 
 
 def score_method(job: Job, train: ImageSet, test: ImageSet, image_size: int, epochs: int | None
@@ -87,7 +96,7 @@ def score_method(job: Job, train: ImageSet, test: ImageSet, image_size: int, epo
                                      "seed": job.seed, "epochs": epochs}
         if job.mnist_digit is not None:
             overrides.update(MNIST_OVERRIDES)
-        cfg = build_config(job.method, overrides)
+        cfg = build_config(job.method, overrides, list(job.sets))
         result = fit_arrays(train.images, cfg, verbose=False)
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -106,7 +115,7 @@ def make_record(job: Job, test: ImageSet, scores: np.ndarray, train_s: float, ip
                                np.r_[scores[good], scores[kinds == k]]))
         for k in sorted(set(test.kinds) - {"good"})
     }
-    return {"dataset": job.dataset, "method": job.method, "seed": job.seed,
+    return {"dataset": job.dataset, "method": job.label, "variant": job.method, "sets": list(job.sets), "seed": job.seed,
             "image_auroc": float(roc_auc_score(test.labels, scores)), "per_defect_auroc": per_defect,
             "train_seconds": round(train_s, 2), "images_per_s": round(ips, 1), "n_test": len(test)}
 
@@ -181,8 +190,10 @@ def table_digits(records: list[dict[str, Any]], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, results: ResultsFile, methods: list[str], mnist: bool, command: str) -> None:
+def write_report(out: Path, results: ResultsFile, mnist: bool, command: str) -> None:
+    """results.md and results.png over every record in the file (earlier runs' rows included)."""
     recs = results.records
+    methods = list(dict.fromkeys(r["method"] for r in recs))
     table = table_digits(recs, methods) if mnist else table_folder(recs, methods)
     meta = results.meta
     text = (f"# trainer bench results\n\nCommand: `{command}`\n\nMachine: {meta['machine']}\n\n"
@@ -250,7 +261,9 @@ def run_bench(args: argparse.Namespace) -> int:
     meta = {"machine": f"{platform.machine()}, {_cpu_count()} CPU cores, Python {platform.python_version()}",
             "data": str(data_dir), "image_size": image_size, "epochs": args.epochs}
     results = ResultsFile(out / "results.json", meta)
-    jobs = plan_jobs(data_dir, methods, digits, args.seeds)
+    sets = tuple(args.set)
+    build_config("ours-proj", None, list(sets))  # a bad --set fails now, not after hours of training
+    jobs = plan_jobs(data_dir, methods, digits, args.seeds, sets)
     print(f"trainer bench: {len(jobs)} runs ({len(results.done() & {j.key for j in jobs})} already done) -> {out}")
 
     def show(r: dict[str, Any]) -> None:
@@ -262,7 +275,7 @@ def run_bench(args: argparse.Namespace) -> int:
         run_jobs(jobs, data_dir, results, image_size, args.epochs, on_record=show)
     finally:
         if results.records:
-            write_report(out, results, methods, mnist, command)
+            write_report(out, results, mnist, command)
     print((out / "results.md").read_text())
     return 0
 
@@ -279,4 +292,4 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
                         ("--mnist-digits", args.mnist_digits)):
         if value is not None:
             parts += [flag, str(value)]
-    return [*parts, "--seeds", str(args.seeds)]
+    return [*parts, "--seeds", str(args.seeds), *[f"--set {item}" for item in args.set]]

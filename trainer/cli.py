@@ -60,6 +60,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image-size", type=int, default=None)
     b.add_argument("--mnist-digits", default=None, help="e.g. 0-9 or 1,3,7 for an MNIST IDX folder")
     b.add_argument("--seeds", type=int, default=1)
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="training option for the trained methods; the rows are labelled with it (ablations)")
     return p
 
 
