@@ -11,8 +11,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cv2
 import pytest
@@ -25,6 +25,7 @@ from test_inspector_support import (
     subprocess_env,
     write_conveyor_video,
 )
+from test_reliability_support import Subscriber
 
 pytestmark = pytest.mark.slow
 
@@ -118,22 +119,20 @@ dir = "{path.parent / 'state'}"
     return path
 
 
-def subscriber(endpoint: str) -> tuple[zmq.Context, zmq.Socket]:
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.RCVHWM, 100_000)
-    for topic in (b"result", b"status"):
-        sub.setsockopt(zmq.SUBSCRIBE, topic)
-    sub.connect(endpoint)
-    return ctx, sub
+def pump(sub: Subscriber, notify: NotifySocket, done: Callable[[], bool], timeout_s: float) -> None:
+    """Receive results, statuses and notify datagrams until `done()` or the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        sub.receive()
+        notify.poll()
 
 
-def receive(sub: zmq.Socket, results: list[dict[str, Any]], statuses: list[dict[str, Any]], wait_ms: int = 50) -> None:
-    while sub.poll(wait_ms):
-        topic, header, *_ = sub.recv_multipart()
-        (results if topic == b"result" else statuses).append(json.loads(header))
-        wait_ms = 0
+def finish(proc: subprocess.Popen[str], sub: Subscriber, notify: NotifySocket) -> tuple[str, str]:
+    """Wait for the daemon to exit, then take what it sent last; its stdout and stderr."""
+    out, err = proc.communicate(timeout=20)
+    sub.receive()
+    notify.poll()
+    return out, err
 
 
 def test_sigterm_mid_run_publishes_everything_triggered_and_speaks_sd_notify(tmp_path: Path) -> None:
@@ -142,29 +141,19 @@ def test_sigterm_mid_run_publishes_everything_triggered_and_speaks_sd_notify(tmp
     endpoint = "ipc://" + str(tmp_path / "pub.ipc")
     cfg = write_config(tmp_path / "inspector.toml", v.video, model, endpoint, camera="loop = true")
     notify = NotifySocket(tmp_path / "notify.sock")
-    ctx, sub = subscriber(endpoint)
+    sub = Subscriber(endpoint)
+    results, statuses = sub.results, sub.statuses
     proc = start("run", "--config", str(cfg), NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000")
-    results: list[dict[str, Any]] = []
-    statuses: list[dict[str, Any]] = []
     try:
-        deadline = time.monotonic() + 30
-        while len(results) < 40 and time.monotonic() < deadline and proc.poll() is None:
-            receive(sub, results, statuses)
-            notify.poll()
+        pump(sub, notify, lambda: len(results) >= 40 or proc.poll() is not None, 30)
         assert len(results) >= 40, proc.stderr.read() if proc.poll() is not None else "too slow"
         proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while not any(s.get("final") for s in statuses) and time.monotonic() < deadline:
-            receive(sub, results, statuses)
-            notify.poll()
-        out, err = proc.communicate(timeout=20)
-        receive(sub, results, statuses)
-        notify.poll()
+        pump(sub, notify, lambda: any(s.get("final") for s in statuses), 20)
+        out, err = finish(proc, sub, notify)
     finally:
         if proc.poll() is None:
             proc.kill()
         sub.close()
-        ctx.term()
     assert proc.returncode == 0, err
     final = statuses[-1]
     assert final["final"] is True
@@ -189,33 +178,24 @@ def test_camera_that_appears_later_is_reconnected_with_backoff_and_reported(tmp_
     later = tmp_path / "camera.avi"  # missing at start: like an unplugged camera
     cfg = write_config(tmp_path / "inspector.toml", later, model, endpoint)
     notify = NotifySocket(tmp_path / "notify.sock")
-    ctx, sub = subscriber(endpoint)
+    sub = Subscriber(endpoint)
+    results, statuses = sub.results, sub.statuses
     proc = start("run", "--config", str(cfg), NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000")
-    results: list[dict[str, Any]] = []
-    statuses: list[dict[str, Any]] = []
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any(
-                s["camera"]["state"] == "connecting" and s["camera"]["reconnects"] >= 3 for s in statuses):
-            receive(sub, results, statuses)
+        pump(sub, notify, lambda: any(s["camera"]["state"] == "connecting" and s["camera"]["reconnects"] >= 3
+                                      for s in statuses), 20)
         waiting = statuses[-1]["camera"]
         assert waiting["state"] == "connecting" and "no such file" in waiting["error"]
         notify.poll()
         assert not notify.has("READY=1") and not notify.has("WATCHDOG=1")  # no frames, no watchdog
         shutil.copy(v.video, tmp_path / "partial.avi")
         os.replace(tmp_path / "partial.avi", later)  # the camera is plugged in
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            receive(sub, results, statuses)
-            notify.poll()
-        out, err = proc.communicate(timeout=20)
-        receive(sub, results, statuses)
-        notify.poll()
+        pump(sub, notify, lambda: proc.poll() is not None, 30)
+        out, err = finish(proc, sub, notify)
     finally:
         if proc.poll() is None:
             proc.kill()
         sub.close()
-        ctx.term()
     assert proc.returncode == 0, err  # the file ended: a clean end of stream
     assert notify.has("READY=1") and notify.has("STOPPING=1")
     states = [s["camera"]["state"] for s in statuses]
