@@ -44,7 +44,12 @@ class Job:
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}|{self.label}|{self.seed}"
+        return record_key(self.dataset, self.label, self.seed)
+
+
+def record_key(dataset: str, label: str, seed: int) -> str:
+    """One run's identity in results.json: what resuming compares."""
+    return f"{dataset}|{label}|{seed}"
 
 
 def parse_methods(text: str) -> list[str]:
@@ -134,7 +139,7 @@ class ResultsFile:
         self.meta = meta
 
     def done(self) -> set[str]:
-        return {f"{r['dataset']}|{r['method']}|{r['seed']}" for r in self.records}
+        return {record_key(r["dataset"], r["method"], r["seed"]) for r in self.records}
 
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)
