@@ -56,8 +56,12 @@ def resolve_backend(path: Path, backend: str) -> tuple[str, str]:
     return "onnxruntime", f"auto: {trt_why}"
 
 
-def load_engine(path: str | Path, backend: str = "auto", max_batch: int | None = None) -> Engine:
-    """An Engine for MODEL.onnx or MODEL.engine (manifest MODEL.json beside it)."""
+def load_engine(path: str | Path, backend: str = "auto", max_batch: int | None = None,
+                threads: int | None = None) -> Engine:
+    """An Engine for MODEL.onnx or MODEL.engine (manifest MODEL.json beside it).
+
+    threads: CPU threads of the ONNX Runtime backend (default: every core this process may use).
+    """
     p = Path(path)
     if not p.is_file():
         raise EngineError(f"model file {p} not found")
@@ -78,10 +82,10 @@ def load_engine(path: str | Path, backend: str = "auto", max_batch: int | None =
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
     manifest, onnx_file = _onnx_for(p)
-    ort_engine = OnnxRuntimeEngine(onnx_file, manifest, max_batch)
+    ort_engine = OnnxRuntimeEngine(onnx_file, manifest, max_batch, threads=threads)
     log.info("engine_selected", backend=chosen, reason=reason, path=str(onnx_file),
              model_id=manifest.model_id, max_batch=ort_engine.max_batch, providers=ort_engine.providers,
-             threads=ort_engine.threads)
+             threads=ort_engine.threads, shards=ort_engine.shards)
     return ort_engine
 
 

@@ -55,6 +55,30 @@ def test_infer_matches_a_plain_session(engine: OnnxRuntimeEngine, model: Path, n
     np.testing.assert_allclose(r.maps, amap, rtol=1e-5, atol=1e-6)
 
 
+def test_sharded_batches_match_a_plain_session(model: Path) -> None:
+    """Three worker threads: batches of 6 and 7 are cut into three shards, 1 and 5 run whole; every
+    row must equal a plain session's, whichever way the call before it ran."""
+    engine = load_engine(model, backend="onnxruntime", max_batch=8, threads=3)
+    assert isinstance(engine, OnnxRuntimeEngine) and engine.shards == 3
+    unsharded = load_engine(model, backend="onnxruntime", max_batch=8, threads=1)
+    assert isinstance(unsharded, OnnxRuntimeEngine) and unsharded.shards == 1
+    plain = ort.InferenceSession(str(model))
+    try:
+        for n in (7, 1, 6, 5, 7):
+            images = _images(n, seed=10 + n)
+            r = engine.infer(images)
+            score, recon, amap = plain.run(None, {"images": images})
+            np.testing.assert_allclose(r.scores, score, rtol=1e-5)
+            np.testing.assert_array_equal(r.reconstructions, recon)
+            np.testing.assert_allclose(r.maps, amap, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(unsharded.infer(images).scores, score, rtol=1e-5)
+    finally:
+        engine.close()
+        unsharded.close()
+    with pytest.raises(EngineError, match="closed"):
+        engine.infer(_images(6))
+
+
 def test_results_survive_the_next_call(engine: OnnxRuntimeEngine) -> None:
     first = engine.infer(_images(3, seed=1))
     kept = first.scores.copy(), first.reconstructions.copy()

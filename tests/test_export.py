@@ -186,9 +186,16 @@ def test_real_detector_exports_through_the_cli(tmp_path: Path) -> None:
     cfg.model.image_size, cfg.model.width, cfg.model.z_dim = 32, 8, 16
     torch.manual_seed(0)
     nets = build_networks(cfg.model)
+    for n in nets.values():
+        n.eval()
+    ckpt.attach_score_stats(cfg, nets)    # the shipped default standardises the map per pixel
+    ckpt.fit_score_stats(cfg, nets, torch.rand(6, 3, 32, 32) * 2 - 1)
     ckpt.save(tmp_path / "run" / "model.pt", ckpt.make_payload(cfg, nets, threshold=0.3, metrics={"auroc": 0.5}))
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "real.onnx")]) == 0
     m = read_manifest(tmp_path / "real.onnx")
     assert m.variant == cfg.model.variant and m.threshold == 0.3 and m.lambda_ == pytest.approx(cfg.train.lam)
     assert count_ops(onnx.load(str(tmp_path / "real.onnx")), "BatchNormalization") == 0
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x.onnx")]) == 2
+    del nets["S"]   # a checkpoint whose config asks for statistics it does not hold is refused, not guessed
+    ckpt.save(tmp_path / "bad" / "model.pt", ckpt.make_payload(cfg, nets, threshold=0.3))
+    assert main(["export", str(tmp_path / "bad"), "--out", str(tmp_path / "y.onnx")]) == 2

@@ -149,7 +149,10 @@ def test_fit_cli_writes_the_run(synth_dir: Path, tmp_path: Path) -> None:
     payload = torch.load(run / "model.pt", weights_only=True)
     assert payload["format"] == 1
     assert payload["input"] == {"size": 32, "channels": 3, "color_order": "BGR", "normalize": "x/127.5-1"}
-    assert set(payload["state"]) == {"E", "G", "D"}
+    assert set(payload["state"]) == {"E", "G", "D", "S"}
+    stats = payload["state"]["S"]   # fitted on the training split: not the identity it starts as
+    assert stats["map_mean"].shape == (32, 32) and stats["map_mean"].abs().sum() > 0
+    assert (stats["map_scale"] > 0).all() and not torch.equal(stats["map_scale"], torch.ones(32, 32))
     assert payload["config"]["model"]["width"] == 8
     assert len(payload["run"]["val_names"]) == 2
     assert (run / "last.pt").is_file() and (run / "log.jsonl").is_file()
@@ -169,7 +172,10 @@ def test_ddp_two_cpu_processes_write_a_model(synth_dir: Path, tmp_path: Path) ->
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     payload = torch.load(run / "model.pt", weights_only=True)
-    assert set(payload["state"]) == {"E", "G", "D"}
+    assert set(payload["state"]) == {"E", "G", "D", "S"}
+    stats = payload["state"]["S"]   # fitted on the training split: not the identity it starts as
+    assert stats["map_mean"].shape == (32, 32) and stats["map_mean"].abs().sum() > 0
+    assert (stats["map_scale"] > 0).all() and not torch.equal(stats["map_scale"], torch.ones(32, 32))
     assert len((run / "log.jsonl").read_text().splitlines()) == 1  # rank 0 alone writes
 
 

@@ -15,8 +15,9 @@ from torch.nn.utils import parametrize
 
 from trainer.config import Config
 from trainer.errors import UserError
-from trainer.losses import anomaly_score, gaussian_kernel
+from trainer.losses import anomaly_score, gaussian_kernel, l1_per_sample, smooth_map, tolerant_residual
 from trainer.models import build_networks
+from trainer.score_stats import ScoreStats
 
 FORMAT = 1
 
@@ -27,14 +28,14 @@ def input_spec(cfg: Config) -> dict[str, Any]:
 
 
 def smoothing_sigma(cfg: Config) -> float:
-    return cfg.train.smooth_sigma if cfg.train.smooth_sigma > 0 else cfg.model.image_size / 32
+    return cfg.train.smooth_sigma if cfg.train.smooth_sigma > 0 else cfg.model.image_size / 64
 
 
 def make_payload(cfg: Config, nets: dict[str, nn.Module], run: dict[str, Any] | None = None,
                  threshold: float | None = None, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """The model.pt dict of docs/architecture.md (plus "run": where it trained, which images were held out)."""
     state = {k: {n: t.detach().cpu() for n, t in nets[k].state_dict().items()} if k in nets else {}
-             for k in ("E", "G", "D")}
+             for k in ("E", "G", "D", "S")}
     return {"format": FORMAT, "config": cfg.to_dict(), "input": input_spec(cfg), "lambda": cfg.train.lam,
             "threshold": threshold, "state": state, "metrics": metrics or {}, "run": run or {}}
 
@@ -70,6 +71,10 @@ def build_networks_from(payload: dict[str, Any]) -> tuple[Config, dict[str, nn.M
     """Networks with the checkpoint's weights, in eval mode."""
     cfg = Config.from_dict(payload["config"])
     nets = build_networks(cfg.model)
+    attach_score_stats(cfg, nets)
+    if "S" in nets and not payload["state"].get("S"):
+        raise UserError("the checkpoint's config standardises scores but it holds no score statistics; "
+                        "train it again with `trainer fit`")
     for name, net in nets.items():
         net.load_state_dict(payload["state"][name])
         net.eval()
@@ -86,17 +91,21 @@ def _strip_spectral_norm(module: nn.Module) -> None:
 class Detector(nn.Module):
     """forward(x: N×C×H×W in [-1, 1]) -> (score N, recon N×C×H×W in [-1, 1], amap N×H×W).
 
-    score = (1-λ)·L_R + λ·mean|f(x) - f(G(E(x)))|, amap = smoothed channel-mean |x - G(E(x))|.
+    score = (1-λ)·L_R + λ·L_D and amap as `losses.anomaly_score` defines them (tolerant residual,
+    smoothed, standardised by the ScoreStats `stats` when there are some).
     No data-dependent control flow: the same graph for every input, ready for ONNX export.
     """
 
     def __init__(self, E: nn.Module, G: nn.Module, D: nn.Module | None, lam: float, sigma: float,
                  reduce: str = "mean", spec: dict[str, Any] | None = None, threshold: float | None = None,
-                 variant: str = "ours-proj", metrics: dict[str, Any] | None = None) -> None:
+                 variant: str = "ours-proj", metrics: dict[str, Any] | None = None, tolerance: int = 0,
+                 stats: ScoreStats | None = None) -> None:
         super().__init__()
         self.E, self.G, self.D = E, G, D
         self.lam = float(lam) if D is not None else 0.0
         self.reduce = reduce
+        self.tolerance = int(tolerance)
+        self.stats = stats
         self.register_buffer("kernel", gaussian_kernel(sigma))
         self.spec = spec or {}
         self.threshold = threshold
@@ -111,8 +120,18 @@ class Detector(nn.Module):
             f_x = f_r = x.new_zeros(x.shape[0], 1)
         else:
             f_x, f_r = self.D.features(x, z), self.D.features(recon, z)
-        score, amap = anomaly_score(x, recon, f_x, f_r, self.lam, self.kernel, self.reduce)
+        score, amap = anomaly_score(x, recon, f_x, f_r, self.lam, self.kernel, self.reduce, self.tolerance,
+                                    self.stats)
         return score, recon, amap
+
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unstandardised map (N×H×W) and L_D (N): what ScoreStats.fit learns from."""
+        z = self.E(x)
+        recon = self.G(z)
+        amap = smooth_map(tolerant_residual(x, recon, self.tolerance), self.kernel)
+        if self.D is None:
+            return amap, x.new_zeros(x.shape[0])
+        return amap, l1_per_sample(self.D.features(x, z), self.D.features(recon, z))
 
 
 def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | None = None,
@@ -123,8 +142,27 @@ def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | No
                         "evaluate it with `trainer evaluate`, export another variant")
     if strip_sn and "D" in nets:
         _strip_spectral_norm(nets["D"])
+    stats = nets.get("S")
     return Detector(nets["E"], nets["G"], nets.get("D"), cfg.train.lam, smoothing_sigma(cfg),
-                    cfg.train.score_reduce, input_spec(cfg), threshold, cfg.model.variant, metrics)
+                    cfg.train.score_reduce, input_spec(cfg), threshold, cfg.model.variant, metrics,
+                    cfg.train.score_tolerance, stats if isinstance(stats, ScoreStats) else None)
+
+
+def attach_score_stats(cfg: Config, nets: dict[str, nn.Module]) -> None:
+    """Add nets["S"], identity ScoreStats, when the config standardises scores and the variant has an E."""
+    if cfg.train.score_normalize == "pixel" and "E" in nets:
+        nets["S"] = ScoreStats(cfg.model.image_size)
+
+
+@torch.no_grad()
+def fit_score_stats(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 128) -> None:
+    """Fit nets["S"] on normal images x (N×C×H×W in [-1, 1]), networks in eval mode; no-op without "S"."""
+    stats = nets.get("S")
+    if not isinstance(stats, ScoreStats):
+        return
+    det = detector_from(cfg, {k: v for k, v in nets.items() if k != "S"}).eval()
+    parts = [det.raw(x[i:i + batch]) for i in range(0, len(x), batch)]
+    stats.fit(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
 
 def load_detector(path: str | Path) -> Detector:

@@ -45,8 +45,12 @@ class TrainConfig:
     latent_weight: float = 1.0   # weight of ||z - E(G(z))||_1 inside L_cons
     cons_reduce: str = "sum"     # L_cons norms: "sum" over each sample's elements (paper's ||.||_1) or "mean"
     lam: float = 0.1             # score A = (1-lam)·L_R + lam·L_D (paper: 0.1)
-    score_reduce: str = "max"    # L_R per image: "max" of the smoothed residual map, or its "mean" (paper)
-    smooth_sigma: float = 0.0    # Gaussian sigma (px) of the anomaly map; 0 = image_size/32
+    score_reduce: str = "max"    # L_R per image: "max" of the anomaly map, or its "mean" (paper)
+    smooth_sigma: float = 0.0    # Gaussian sigma (px) of the anomaly map; 0 = image_size/64
+    score_tolerance: int = 1     # residual = distance of x to the range of G(E(x)) within ± this many px
+    #                              (blurred or shifted edges are not defects); 0 = |x - G(E(x))| (paper)
+    score_normalize: str = "pixel"  # "pixel": standardise the map per pixel (and L_D) by the normal
+    #                              training images' mean and spread (trainer/score_stats.py); "none" (paper)
     bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
     shift: float = 0.06          # random translation of training images, up to this fraction of the size
     #                              (a trigger never centres a moving part exactly; normals stay normal); 0 = off
@@ -73,8 +77,12 @@ VARIANT_PRESETS: dict[str, dict[str, Any]] = {
 PAPER_RECIPE: dict[str, Any] = {
     "d_batchnorm": True, "pooling": "sum", "loss": "bce", "lr": 1e-4, "beta1": 0.9, "beta2": 0.999,
     "latent_bound": 0.0, "alpha": 0.9, "cons_reduce": "sum", "score_reduce": "mean", "bn_recalibrate": False,
-    "shift": 0.0,
+    "shift": 0.0, "score_tolerance": 0, "score_normalize": "none",
 }
+
+# Checkpoints written before an option existed behave as they did then: a stored config that lacks
+# score_tolerance predates the tolerant residual, the per-pixel statistics and the image_size/64 sigma.
+LEGACY_SCORE = {"score_tolerance": 0, "score_normalize": "none"}
 
 # MNIST one-class, applied by `fit --mnist-digit` and `bench` on MNIST folders before --set items:
 # its anomalies are whole images (another digit), so the mean residual ranks them better than the
@@ -85,7 +93,7 @@ MNIST_OVERRIDES: dict[str, Any] = {"score_reduce": "mean", "shift": 0.0}
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "variant": VARIANTS, "image_size": SIZES, "channels": (1, 3), "join": ("projection", "concat"),
     "pooling": ("sum", "mean"), "cons_reduce": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
-    "select": ("val", "last"), "device": ("auto", "cpu", "cuda"),
+    "select": ("val", "last"), "score_normalize": ("none", "pixel"), "device": ("auto", "cpu", "cuda"),
 }
 _POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps",
              "anogan_lr"}
@@ -105,7 +113,13 @@ class Config:
         known_m = {f.name for f in fields(ModelConfig)}
         known_t = {f.name for f in fields(TrainConfig)}
         m = ModelConfig(**{k: v for k, v in d.get("model", {}).items() if k in known_m})
-        t = TrainConfig(**{k: v for k, v in d.get("train", {}).items() if k in known_t})
+        stored = d.get("train", {})
+        t = TrainConfig(**{k: v for k, v in stored.items() if k in known_t})
+        if stored and "score_tolerance" not in stored:   # saved before the option existed
+            for key, value in LEGACY_SCORE.items():
+                setattr(t, key, value)
+            if t.smooth_sigma == 0:
+                t.smooth_sigma = m.image_size / 32
         return cls(model=m, train=t)
 
 
@@ -141,6 +155,10 @@ def _validate(key: str, value: Any) -> None:
         raise UserError(f"bad value for {key}: {value!r}; it must be > 0")
     if key in _UNIT and not 0.0 <= value <= 1.0:
         raise UserError(f"bad value for {key}: {value!r}; it must lie in [0, 1]")
+    if key == "score_tolerance" and not 0 <= value <= 8:
+        raise UserError(f"bad value for score_tolerance: {value!r}; it must lie in 0..8 px")
+    if key == "smooth_sigma" and value < 0:
+        raise UserError(f"bad value for smooth_sigma: {value!r}; it must be >= 0 (0 = image_size/64)")
     if key == "latent_bound" and value < 0:
         raise UserError(f"bad value for latent_bound: {value!r}; it must be >= 0 (0 = unbounded)")
 

@@ -6,6 +6,7 @@ All L1 terms are means over elements, so their values do not depend on image or 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -74,16 +75,35 @@ def smooth_map(residual: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return m.squeeze(1)
 
 
-def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
-                  lam: float, kernel: torch.Tensor, reduce: str = "mean"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A(x) = (1-λ)·L_R + λ·L_D and the smoothed map (N×H×W, residual units).
+def tolerant_residual(x: torch.Tensor, x_hat: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+    """Channel-mean residual N×H×W: |x - x̂| (tolerance 0, the paper), or the distance from x to the
+    range [min, max] of x̂ within ±tolerance px, per channel.
 
-    L_R = mean|x - x̂| per image ("mean", the paper) or the max of the smoothed map ("max");
-    L_D = mean|f(x) - f(x̂)| over D's feature vector.
+    A reconstruction that draws an edge blurred or a pixel off leaves a residual on every good part;
+    the tolerant residual forgives exactly that and nothing else: a stain, a scratch or a missing piece
+    is a value the reconstruction has nowhere nearby.
     """
-    residual = (x - x_hat).abs().mean(dim=1)
-    amap = smooth_map(residual, kernel)
-    l_r = residual.flatten(1).mean(dim=1) if reduce == "mean" else amap.flatten(1).amax(dim=1)
+    if tolerance <= 0:
+        return (x - x_hat).abs().mean(dim=1)
+    k = 2 * tolerance + 1
+    hi = F.max_pool2d(x_hat, k, stride=1, padding=tolerance)
+    lo = -F.max_pool2d(-x_hat, k, stride=1, padding=tolerance)
+    return (F.relu(x - hi) + F.relu(lo - x)).mean(dim=1)
+
+
+def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
+                  lam: float, kernel: torch.Tensor, reduce: str = "mean", tolerance: int = 0,
+                  stats: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A(x) = (1-λ)·L_R + λ·L_D and the anomaly map (N×H×W, in the score's units).
+
+    map = the smoothed residual (tolerant_residual), standardised by `stats` when given (ScoreStats);
+    L_R = the map's mean per image ("mean", the paper) or its max ("max");
+    L_D = mean|f(x) - f(x̂)| over D's feature vector, standardised by `stats` when given.
+    """
+    amap = smooth_map(tolerant_residual(x, x_hat, tolerance), kernel)
     l_d = l1_per_sample(f_x, f_x_hat)
+    if stats is not None:
+        amap, l_d = stats(amap, l_d)
+    l_r = amap.flatten(1).mean(dim=1) if reduce == "mean" else amap.flatten(1).amax(dim=1)
     return (1.0 - lam) * l_r + lam * l_d, amap

@@ -294,6 +294,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
         raise UserError(f"only {len(images)} training images; need at least 2")
     torch.manual_seed(t.seed)
     nets = build_networks(cfg.model)
+    checkpoint.attach_score_stats(cfg, nets)
     for n in nets.values():
         init_weights(n)
         n.to(device).train()
@@ -360,6 +361,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
         if best["state"] is not None:
             n.load_state_dict(best["state"][k])
         n.eval()
+    checkpoint.fit_score_stats(cfg, nets, x_all[train_idx].to(device))
     result = FitResult(nets, history, int(best["epoch"]), [int(i) for i in val_idx])
     if out is not None and info.main:
         run = dict(run_info or {}, best_epoch=result.best_epoch, epochs=t.epochs, val_indices=result.val_indices,
