@@ -37,7 +37,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 40             # passes over the training images (~2 min for 400 images at 64 px on 2 CPU cores)
     batch_size: int = 16
-    lr: float = 2e-4             # Adam learning rate for E, G and D (paper: 1e-4)
+    lr: float = 8e-4             # Adam learning rate for E, G and D (paper: 1e-4; docs/detector.md F14)
     beta1: float = 0.5           # Adam betas (paper: 0.9, 0.999)
     beta2: float = 0.999
     alpha: float = 0.9           # L_EG = alpha·L_cons + (1-alpha)·L_adv (paper: 0.9; 0 = no consistency)

@@ -1,0 +1,107 @@
+"""The score's tolerant residual and per-pixel standardisation (trainer/score_stats.py), on hand-made maps.
+
+Also: a checkpoint saved before these options existed keeps scoring the way it did.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainer.config import Config, build_config
+from trainer.losses import anomaly_score, gaussian_kernel, tolerant_residual
+from trainer.score_stats import SCALE_FLOOR, ScoreStats
+
+torch.set_num_threads(1)
+
+
+def _edge(col: int) -> torch.Tensor:
+    """1×1×8×8: 0 left of `col`, 1 from `col` on."""
+    x = torch.zeros(1, 1, 8, 8)
+    x[..., col:] = 1.0
+    return x
+
+
+def test_tolerance_forgives_a_shifted_edge_but_not_a_spot() -> None:
+    x, x_hat = _edge(4), _edge(5)            # the reconstruction draws the edge one pixel late
+    assert tolerant_residual(x, x_hat, 0).sum().item() == pytest.approx(8.0)   # one column of 8 pixels
+    assert tolerant_residual(x, x_hat, 1).abs().sum().item() == 0.0
+    spot = x.clone()
+    spot[0, 0, 2, 1] = 0.7                     # a value the reconstruction has nowhere within ±1 px (all 0 there)
+    r = tolerant_residual(spot, x_hat, 1)
+    assert r[0, 2, 1].item() == pytest.approx(0.7)
+    assert r.abs().sum().item() == pytest.approx(0.7)
+
+
+def test_tolerance_is_a_distance_to_the_neighbourhood_range_per_channel() -> None:
+    x_hat = torch.zeros(1, 2, 5, 5)
+    x_hat[0, 0, 2, 3] = 0.5                    # channel 0 reaches 0.5 one pixel away from the centre
+    x = torch.zeros(1, 2, 5, 5)
+    x[0, :, 2, 2] = torch.tensor([0.8, -0.4])  # above that range by 0.3; below channel 1's by 0.4
+    r = tolerant_residual(x, x_hat, 1)
+    assert r[0, 2, 2].item() == pytest.approx((0.3 + 0.4) / 2)   # the channel mean
+
+
+def test_score_stats_standardise_each_pixel() -> None:
+    g = torch.Generator().manual_seed(0)
+    means = torch.linspace(0.0, 1.0, 16).view(4, 4)
+    spreads = torch.linspace(0.1, 2.0, 16).view(4, 4)
+    maps = means + spreads * torch.randn(500, 4, 4, generator=g)
+    l_d = 3.0 + 0.5 * torch.randn(500, generator=g)
+    stats = ScoreStats(4)
+    same, same_d = stats(maps, l_d)            # identity until fitted
+    assert torch.equal(same, maps) and torch.equal(same_d, l_d)
+    stats.fit(maps, l_d)
+    z, z_d = stats(maps, l_d)
+    floor = SCALE_FLOOR * maps.std(dim=0).mean()
+    expected_std = maps.std(dim=0) / (maps.std(dim=0) + floor)
+    assert torch.allclose(z.mean(dim=0), torch.zeros(4, 4), atol=1e-5)
+    assert torch.allclose(z.std(dim=0), expected_std, atol=1e-4)
+    assert z_d.mean().item() == pytest.approx(0.0, abs=1e-5) and z_d.std().item() == pytest.approx(1.0, abs=1e-4)
+    # the same excess counts more on a quiet pixel than on a busy one
+    bump = means.clone().unsqueeze(0).repeat(2, 1, 1)
+    bump[0, 0, 0] += 0.5
+    bump[1, 3, 3] += 0.5
+    zb, _ = stats(bump, torch.zeros(2))
+    assert zb[0, 0, 0] > 3 * zb[1, 3, 3]
+
+
+def test_a_pixel_that_never_varies_cannot_explode() -> None:
+    maps = torch.zeros(10, 2, 2)
+    maps[:, 0, 0] = torch.linspace(0, 1, 10)   # one pixel varies, three never do
+    stats = ScoreStats(2)
+    stats.fit(maps, torch.zeros(10))            # constant L_D: scale stays 1
+    assert torch.isfinite(stats.map_scale).all() and (stats.map_scale > 0).all()
+    z, z_d = stats(maps + 0.01, torch.zeros(10))
+    floor = SCALE_FLOOR * maps.std(dim=0).mean()   # a quiet pixel's scale is the floor, not 0
+    assert torch.allclose(z[:, 1, 1], 0.01 / floor)
+    assert stats.ld_scale.item() == 1.0 and torch.equal(z_d, torch.zeros(10))
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.fit(maps[:1], torch.zeros(1))
+
+
+def test_anomaly_score_uses_the_standardised_map_and_l_d() -> None:
+    stats = ScoreStats(8)
+    stats.map_mean.fill_(0.1)
+    stats.map_scale.fill_(0.05)
+    stats.ld_mean.fill_(1.0)
+    stats.ld_scale.fill_(0.5)
+    x, x_hat = torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), 0.2)
+    score, amap = anomaly_score(x, x_hat, torch.zeros(1, 4), torch.full((1, 4), 2.0), 0.1, gaussian_kernel(1.0),
+                                "max", 0, stats)
+    assert torch.allclose(amap, torch.full_like(amap, (0.2 - 0.1) / 0.05))
+    assert score.item() == pytest.approx(0.9 * 2.0 + 0.1 * (2.0 - 1.0) / 0.5)
+
+
+def test_old_checkpoints_keep_their_score_and_new_ones_get_the_defaults() -> None:
+    new = build_config()
+    assert (new.train.score_tolerance, new.train.score_normalize, new.train.smooth_sigma) == (1, "pixel", 0.0)
+    stored = new.to_dict()
+    for key in ("score_tolerance", "score_normalize"):
+        del stored["train"][key]              # what a checkpoint from before these options holds
+    old = Config.from_dict(stored)
+    assert (old.train.score_tolerance, old.train.score_normalize) == (0, "none")
+    assert old.train.smooth_sigma == pytest.approx(64 / 32)
+    assert Config.from_dict(new.to_dict()).train == new.train
+    paper = build_config(sets=["recipe=paper"])
+    assert (paper.train.score_tolerance, paper.train.score_normalize) == (0, "none")
