@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trainer.baselines import BASELINES
-from trainer.config import MNIST_OVERRIDES, VARIANTS, build_config
+from trainer.config import VARIANTS, build_config, with_mnist_defaults
 from trainer.datasets import ImageSet, detect_layout, load_split
 from trainer.errors import UserError
 
@@ -99,9 +99,7 @@ def score_method(job: Job, train: ImageSet, test: ImageSet, image_size: int, epo
 
         overrides: dict[str, Any] = {"image_size": image_size, "channels": train.images.shape[-1],
                                      "seed": job.seed, "epochs": epochs}
-        if job.mnist_digit is not None:
-            overrides.update(MNIST_OVERRIDES)
-        cfg = build_config(job.method, overrides, list(job.sets))
+        cfg = build_config(job.method, with_mnist_defaults(overrides, job.mnist_digit is not None), list(job.sets))
         result = fit_arrays(train.images, cfg, verbose=False)
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
 from trainer import checkpoint
-from trainer.config import MNIST_OVERRIDES, Config, build_config
+from trainer.config import Config, build_config, with_mnist_defaults
 from trainer.errors import UserError
 from trainer.losses import consistency_loss, d_loss, eg_adv_loss, gan_g_loss
 from trainer.models import build_networks, init_weights
@@ -198,6 +198,26 @@ class Algorithm:
                 "d_fake": fake.mean().item()}
 
 
+class WeightAverage:
+    """Exponential moving average of the trained networks' parameters (buffers copied), step by step.
+
+    `nets` is a deep copy of the trained networks that never trains; after every optimiser step
+    p_avg ← decay·p_avg + (1 − decay)·p. Validation, checkpoint choice and shipping then use it.
+    """
+
+    def __init__(self, nets: dict[str, nn.Module], decay: float) -> None:
+        self.decay = decay
+        self.nets = {k: copy.deepcopy(n) for k, n in nets.items() if k != "S"}
+
+    @torch.no_grad()
+    def update(self, live: dict[str, nn.Module]) -> None:
+        for k, avg in self.nets.items():
+            for p_avg, p in zip(avg.parameters(), live[k].parameters(), strict=True):
+                p_avg.lerp_(p, 1.0 - self.decay)
+            for b_avg, b in zip(avg.buffers(), live[k].buffers(), strict=True):
+                b_avg.copy_(b)
+
+
 @torch.no_grad()
 def recalibrate_bn(nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 64) -> None:
     """Re-estimate BatchNorm running stats on the scoring path only: E(x), G(E(x)), D.features(x).
@@ -299,6 +319,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
         init_weights(n)
         n.to(device).train()
     algo = Algorithm(cfg, nets, info)
+    average = WeightAverage(nets, t.ema) if t.ema > 0 else None
     x_all = to_tensor(images)
     x_val = x_all[val_idx].to(device)
     x_recal = x_all[train_idx[:RECALIBRATION_IMAGES]].to(device)
@@ -321,6 +342,9 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
             n.load_state_dict(ck["state"][k])
         for k, o in algo.opts.items():
             o.load_state_dict(ck["opt"][k])
+        if average is not None:
+            for k, n in average.nets.items():
+                n.load_state_dict(ck["ema"][k])
         history, best, start = ck["history"], ck["best"], ck["epoch"] + 1
         torch.set_rng_state(ck["rng"])
     torch.manual_seed(t.seed * 100_003 + start * 101 + info.rank)  # per-epoch noise stream: resumable
@@ -333,14 +357,17 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
         bar = tqdm(loader, desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=None if info.main else True)
         for (xb,) in bar:
             stats = algo.step(random_shift(xb, t.shift).to(device, non_blocking=True))
+            if average is not None:
+                average.update(nets)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
             bar.set_postfix(recon=f"{stats.get('recon', float('nan')):.3f}")
         rec: dict[str, Any] = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        shipped = average.nets if average is not None else nets   # the weights validation judges
         if t.bn_recalibrate:
-            recalibrate_bn(nets, x_recal)
-        rec["val_recon"] = validation_error(nets, x_val)
+            recalibrate_bn(shipped, x_recal)
+        rec["val_recon"] = validation_error(shipped, x_val)
         rec["seconds"] = round(time.time() - t0, 2)
         if on_epoch is not None and info.main:
             rec.update(on_epoch(epoch, nets))
@@ -348,17 +375,17 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
         take = t.select == "last" or math.isnan(val) or val < best["val"]
         if take:
             best = {"epoch": epoch, "val": best["val"] if math.isnan(val) else val,
-                    "state": {k: copy.deepcopy(n.state_dict()) for k, n in nets.items()}}
+                    "state": {k: copy.deepcopy(n.state_dict()) for k, n in shipped.items()}}
         history.append(rec)
         if info.main:
             if verbose:
                 print(_epoch_line(rec, t.epochs, best["epoch"] == epoch), flush=True)
             if out is not None:
-                _write_epoch(out, rec, nets, algo, history, best, epoch, cfg, sample_x, sample_z)
+                _write_epoch(out, rec, nets, algo, history, best, epoch, cfg, sample_x, sample_z, average)
         torch.manual_seed(t.seed * 100_003 + (epoch + 1) * 101 + info.rank)
 
     for k, n in nets.items():
-        if best["state"] is not None:
+        if best["state"] is not None and k in best["state"]:
             n.load_state_dict(best["state"][k])
         n.eval()
     checkpoint.fit_score_stats(cfg, nets, x_all[train_idx].to(device))
@@ -374,7 +401,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
 
 def _write_epoch(out: Path, rec: dict[str, Any], nets: dict[str, nn.Module], algo: Algorithm,
                  history: list[dict[str, Any]], best: dict[str, Any], epoch: int, cfg: Config,
-                 sample_x: torch.Tensor, sample_z: torch.Tensor) -> None:
+                 sample_x: torch.Tensor, sample_z: torch.Tensor, average: WeightAverage | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "log.jsonl", "a") as fh:
         fh.write(json.dumps(rec) + "\n")
@@ -382,6 +409,7 @@ def _write_epoch(out: Path, rec: dict[str, Any], nets: dict[str, nn.Module], alg
     ck = {"format": checkpoint.FORMAT, "epoch": epoch, "config": cfg.to_dict(),
           "state": {k: {n: v.detach().cpu() for n, v in m.state_dict().items()} for k, m in nets.items()},
           "opt": {k: o.state_dict() for k, o in algo.opts.items()}, "history": history, "best": best,
+          "ema": {k: m.state_dict() for k, m in average.nets.items()} if average is not None else {},
           "rng": torch.get_rng_state()}
     checkpoint.save(out / "last.pt", ck)
 
@@ -389,9 +417,7 @@ def _write_epoch(out: Path, rec: dict[str, Any], nets: dict[str, nn.Module], alg
 def _config_from_args(args: argparse.Namespace) -> Config:
     overrides = {"image_size": args.image_size, "z_dim": args.z_dim, "batch_size": args.batch_size,
                  "epochs": args.epochs, "seed": args.seed, "device": args.device, "channels": args.channels}
-    if args.mnist_digit is not None:
-        overrides.update(MNIST_OVERRIDES)
-    return build_config(args.model, overrides, args.set)
+    return build_config(args.model, with_mnist_defaults(overrides, args.mnist_digit is not None), args.set)
 
 
 def run_fit(args: argparse.Namespace) -> int:
