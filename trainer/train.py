@@ -201,19 +201,24 @@ class Algorithm:
 class WeightAverage:
     """Exponential moving average of the trained networks' parameters (buffers copied), step by step.
 
-    `nets` is a deep copy of the trained networks that never trains; after every optimiser step
-    p_avg ← decay·p_avg + (1 − decay)·p. Validation, checkpoint choice and shipping then use it.
+    `nets` is a deep copy of the trained networks that never trains; after optimiser step n
+    p_avg ← d·p_avg + (1 − d)·p with d = min(decay, (1 + n) / (10 + n)): the warm-up lets the
+    average forget the random initialisation quickly, so a short run ships trained weights too.
+    Validation, checkpoint choice and shipping then use it.
     """
 
     def __init__(self, nets: dict[str, nn.Module], decay: float) -> None:
         self.decay = decay
+        self.steps = 0
         self.nets = {k: copy.deepcopy(n) for k, n in nets.items() if k != "S"}
 
     @torch.no_grad()
     def update(self, live: dict[str, nn.Module]) -> None:
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.steps += 1
         for k, avg in self.nets.items():
             for p_avg, p in zip(avg.parameters(), live[k].parameters(), strict=True):
-                p_avg.lerp_(p, 1.0 - self.decay)
+                p_avg.lerp_(p, 1.0 - d)
             for b_avg, b in zip(avg.buffers(), live[k].buffers(), strict=True):
                 b_avg.copy_(b)
 
@@ -345,6 +350,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
         if average is not None:
             for k, n in average.nets.items():
                 n.load_state_dict(ck["ema"][k])
+            average.steps = int(ck["ema_steps"])
         history, best, start = ck["history"], ck["best"], ck["epoch"] + 1
         torch.set_rng_state(ck["rng"])
     torch.manual_seed(t.seed * 100_003 + start * 101 + info.rank)  # per-epoch noise stream: resumable
@@ -410,6 +416,7 @@ def _write_epoch(out: Path, rec: dict[str, Any], nets: dict[str, nn.Module], alg
           "state": {k: {n: v.detach().cpu() for n, v in m.state_dict().items()} for k, m in nets.items()},
           "opt": {k: o.state_dict() for k, o in algo.opts.items()}, "history": history, "best": best,
           "ema": {k: m.state_dict() for k, m in average.nets.items()} if average is not None else {},
+          "ema_steps": average.steps if average is not None else 0,
           "rng": torch.get_rng_state()}
     checkpoint.save(out / "last.pt", ck)
 
