@@ -136,3 +136,11 @@ def test_bad_set_fails_before_training(line: Path, tmp_path: Path, capsys: pytes
     assert main(["bench", str(line), "--out", str(tmp_path / "o"), "--set", "nonsense=1"]) == 2
     assert "unknown option 'nonsense'" in capsys.readouterr().err
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_table_rows_put_plain_methods_first_in_their_order() -> None:
+    from trainer.bench import row_order
+
+    # as a resumed file may hold them: an ablation, a baseline and variants, in the order they were run
+    ran = ["ours-proj [ema=0]", "pca", "ae", "ours-proj", "knn", "ae [shift=0]"]
+    assert row_order(ran) == ["ours-proj", "ae", "pca", "knn", "ours-proj [ema=0]", "ae [shift=0]"]

@@ -193,10 +193,16 @@ def table_digits(records: list[dict[str, Any]], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def row_order(labels: list[str]) -> list[str]:
+    """Table rows: the plain methods in METHODS order, then ablation rows as they were first run."""
+    plain = [m for m in METHODS if m in labels]
+    return plain + [label for label in labels if label not in plain]
+
+
 def write_report(out: Path, results: ResultsFile, mnist: bool, command: str) -> None:
     """results.md and results.png over every record in the file (earlier runs' rows included)."""
     recs = results.records
-    methods = list(dict.fromkeys(r["method"] for r in recs))
+    methods = row_order(list(dict.fromkeys(r["method"] for r in recs)))
     table = table_digits(recs, methods) if mnist else table_folder(recs, methods)
     meta = results.meta
     text = (f"# trainer bench results\n\nCommand: `{command}`\n\nMachine: {meta['machine']}\n\n"
