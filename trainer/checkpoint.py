@@ -15,7 +15,7 @@ from torch.nn.utils import parametrize
 
 from trainer.config import Config
 from trainer.errors import UserError
-from trainer.losses import anomaly_score, gaussian_kernel, l1_per_sample, smooth_map, tolerant_residual
+from trainer.losses import anomaly_score, gaussian_kernel, score_terms
 from trainer.models import build_networks
 from trainer.score_stats import ScoreStats
 
@@ -113,25 +113,26 @@ class Detector(nn.Module):
         self.metrics = metrics or {}
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(G(E(x)), f(x), f(G(E(x)))); the features are zeros without a D."""
         z = self.E(x)
         recon = self.G(z)
         if self.D is None:
             f_x = f_r = x.new_zeros(x.shape[0], 1)
         else:
             f_x, f_r = self.D.features(x, z), self.D.features(recon, z)
+        return recon, f_x, f_r
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        recon, f_x, f_r = self._reconstruct(x)
         score, amap = anomaly_score(x, recon, f_x, f_r, self.lam, self.kernel, self.reduce, self.tolerance,
                                     self.stats)
         return score, recon, amap
 
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The unstandardised map (N×H×W) and L_D (N): what ScoreStats.fit learns from."""
-        z = self.E(x)
-        recon = self.G(z)
-        amap = smooth_map(tolerant_residual(x, recon, self.tolerance), self.kernel)
-        if self.D is None:
-            return amap, x.new_zeros(x.shape[0])
-        return amap, l1_per_sample(self.D.features(x, z), self.D.features(recon, z))
+        recon, f_x, f_r = self._reconstruct(x)
+        return score_terms(x, recon, f_x, f_r, self.kernel, self.tolerance)
 
 
 def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | None = None,

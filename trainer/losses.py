@@ -91,6 +91,12 @@ def tolerant_residual(x: torch.Tensor, x_hat: torch.Tensor, tolerance: int = 0) 
     return (F.relu(x - hi) + F.relu(lo - x)).mean(dim=1)
 
 
+def score_terms(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
+                kernel: torch.Tensor, tolerance: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The score's raw parts: the smoothed (tolerant) residual map N×H×W and L_D = mean|f(x) - f(x̂)| (N)."""
+    return smooth_map(tolerant_residual(x, x_hat, tolerance), kernel), l1_per_sample(f_x, f_x_hat)
+
+
 def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
                   lam: float, kernel: torch.Tensor, reduce: str = "mean", tolerance: int = 0,
                   stats: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -101,8 +107,7 @@ def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_h
     L_R = the map's mean per image ("mean", the paper) or its max ("max");
     L_D = mean|f(x) - f(x̂)| over D's feature vector, standardised by `stats` when given.
     """
-    amap = smooth_map(tolerant_residual(x, x_hat, tolerance), kernel)
-    l_d = l1_per_sample(f_x, f_x_hat)
+    amap, l_d = score_terms(x, x_hat, f_x, f_x_hat, kernel, tolerance)
     if stats is not None:
         amap, l_d = stats(amap, l_d)
     l_r = amap.flatten(1).mean(dim=1) if reduce == "mean" else amap.flatten(1).amax(dim=1)
