@@ -55,7 +55,7 @@ def open_engine(cfg: EngineConfig, path: Path | None = None) -> Engine:
     except ImportError as e:
         raise InspectorError(f"the engines package cannot be imported ({e}); install the core package") from None
     try:
-        return load_engine(path, backend=cfg.backend, max_batch=cfg.max_batch)
+        return load_engine(path, backend=cfg.backend, max_batch=cfg.max_batch, threads=cfg.cpu_threads)
     except Exception as e:  # engines.errors.EngineError says what to do; anything else is shown as is
         raise InspectorError(f"engine {path}: {e}") from None
 

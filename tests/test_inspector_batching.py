@@ -127,3 +127,15 @@ def test_real_onnx_model_through_engines_load_engine(tmp_path: Path) -> None:
         engine.close()
     with pytest.raises(InspectorError, match="does not exist"):
         open_engine(EngineConfig(path=tmp_path / "missing.onnx"))
+
+
+def test_engine_cpu_threads_reach_onnx_runtime(tmp_path: Path) -> None:
+    model = make_mean_model(tmp_path / "model.onnx", size=32)
+    for threads, shards in ((1, 1), (3, 3)):
+        engine = open_engine(EngineConfig(path=model, backend="onnxruntime", max_batch=8, cpu_threads=threads))
+        try:
+            assert (engine.threads, engine.shards) == (threads, shards)  # type: ignore[attr-defined]
+            scored = score_batch(engine, [part(["a", "b", "c", "d", "e", "f"], value=10)])  # sharded at 3 threads
+            assert np.allclose(scored[0].scores, [10.0, 50.0, 90.0, 130.0, 170.0, 210.0])  # type: ignore[arg-type]
+        finally:
+            engine.close()
