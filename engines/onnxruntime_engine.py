@@ -114,11 +114,15 @@ class OnnxRuntimeEngine:
         if names != [INPUT_NAME]:
             raise EngineError(f"the ONNX graph takes {names}, expected one input {INPUT_NAME!r}")
 
-    def _bind_outputs(self, n: int) -> None:
-        self._binding.clear_binding_outputs()
+    def _bind_rows(self, binding: ort.IOBinding, lo: int, hi: int) -> None:
+        """Bind every output of `binding` to rows lo..hi-1 of the pre-allocated output buffers."""
+        binding.clear_binding_outputs()
         for name in OUTPUT_NAMES:
-            buf = self._out[name][:n]
-            self._binding.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+            buf = self._out[name][lo:hi]
+            binding.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+
+    def _bind_outputs(self, n: int) -> None:
+        self._bind_rows(self._binding, 0, n)
         self._bound_n = n
 
     def _run_shard(self, k: int, batch: np.ndarray, lo: int, hi: int) -> None:
@@ -126,10 +130,7 @@ class OnnxRuntimeEngine:
         assert self._shard_session is not None
         binding = self._shard_bindings[k]
         binding.bind_cpu_input(INPUT_NAME, batch[lo:hi])
-        binding.clear_binding_outputs()
-        for name in OUTPUT_NAMES:
-            buf = self._out[name][lo:hi]
-            binding.bind_output(name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+        self._bind_rows(binding, lo, hi)
         self._shard_session.run_with_iobinding(binding)
 
     def _run_sharded(self, batch: np.ndarray) -> None:
