@@ -82,6 +82,7 @@ def evaluate(headers: list[dict[str, Any]], truth: list[TruthPart]) -> dict[str,
             by_part[match.part_id].append(h)
     correct, duplicates = 0, 0
     wrong: list[dict[str, Any]] = []
+    per_part: list[dict[str, Any]] = []
     labels, scores = [], []
     for t in truth:
         verdicts = by_part[t.part_id]
@@ -91,6 +92,8 @@ def evaluate(headers: list[dict[str, Any]], truth: list[TruthPart]) -> dict[str,
             wrong.append({"part_id": t.part_id, "label": t.label, "verdict": None, "frame": None, "why": "no verdict"})
             continue
         first = verdicts[0]
+        per_part.append({"part_id": t.part_id, "label": t.label, "verdict": first["verdict"], "frame": first["frame"],
+                         "margin": part_score(first)})
         got = "pass" if first["verdict"] == "pass" else "fail"  # an error is a reject
         if got == expected:
             correct += 1
@@ -109,6 +112,7 @@ def evaluate(headers: list[dict[str, Any]], truth: list[TruthPart]) -> dict[str,
         "duplicates": duplicates,
         "spurious": spurious,
         "wrong": wrong,
+        "per_part": per_part,
     }
 
 

@@ -63,6 +63,11 @@ def test_replay_with_a_listener_in_another_process_gets_every_verdict(tmp_path: 
     assert {k: summary[k] for k in ("parts", "passed", "failed", "errors", "accuracy", "auroc")} == {
         "parts": 12, "passed": 12 - n_bad, "failed": n_bad, "errors": 0, "accuracy": 1.0, "auroc": 1.0}
     assert summary["fps"] > 0 and summary["latency_p50_ms"] <= summary["latency_p99_ms"]
+    per_part = {p["part_id"]: p for p in summary["per_part"]}
+    assert len(per_part) == len(v.rows)
+    for truth in v.rows:   # a part's margin is positive exactly when it failed
+        p = per_part[truth["part_id"]]
+        assert p["label"] == truth["label"] and (p["margin"] > 0) == (p["verdict"] == "fail")
     assert "accuracy 1.0" in replay.stdout
 
     saved = sorted((tmp_path / "failed").iterdir())

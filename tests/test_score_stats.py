@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer.config import Config, build_config
-from trainer.losses import anomaly_score, gaussian_kernel, tolerant_residual
+from trainer.losses import anomaly_score, gaussian_kernel, score_terms, tolerant_residual
 from trainer.score_stats import SCALE_FLOOR, ScoreStats
 
 torch.set_num_threads(1)
@@ -105,3 +105,47 @@ def test_old_checkpoints_keep_their_score_and_new_ones_get_the_defaults() -> Non
     assert Config.from_dict(new.to_dict()).train == new.train
     paper = build_config(sets=["recipe=paper"])
     assert (paper.train.score_tolerance, paper.train.score_normalize) == (0, "none")
+
+
+def test_per_channel_maps_count_a_one_channel_defect_whole() -> None:
+    """A stain that changes one colour channel: the channel mean dilutes it by C; per-channel maps do not,
+    and each channel is standardised by its own normal spread (a busy channel does not hide a quiet one)."""
+    g = torch.Generator().manual_seed(0)
+    x_hat = torch.zeros(200, 3, 8, 8)
+    normals = x_hat + torch.randn(200, 3, 8, 8, generator=g) * torch.tensor([0.3, 0.01, 0.01]).view(1, 3, 1, 1)
+    kernel = gaussian_kernel(0.5)
+    per_channel = ScoreStats(8, maps=3)
+    per_channel.fit(*_raw(normals, x_hat, kernel, "max"))
+    pooled = ScoreStats(8)
+    pooled.fit(*_raw(normals, x_hat, kernel, "mean"))
+    stain = torch.zeros(1, 3, 8, 8)
+    stain[0, 2, 3:5, 3:5] = 0.2                   # the quiet third channel moves by 20 of its normal std
+    zero = torch.zeros(1, 4)
+    s_max, amap = anomaly_score(stain, x_hat[:1], zero, zero, 0.0, kernel, "max", 0, per_channel, "max")
+    s_mean, _ = anomaly_score(stain, x_hat[:1], zero, zero, 0.0, kernel, "max", 0, pooled, "mean")
+    normal_max = anomaly_score(normals, x_hat, torch.zeros(200, 4), torch.zeros(200, 4), 0.0, kernel, "max", 0,
+                               per_channel, "max")[0]
+    normal_mean = anomaly_score(normals, x_hat, torch.zeros(200, 4), torch.zeros(200, 4), 0.0, kernel, "max", 0,
+                                pooled, "mean")[0]
+    assert amap.shape == (1, 8, 8)
+    assert s_max.item() > 3 * normal_max.max().item()      # far outside the normals, per channel
+    assert s_mean.item() < normal_mean.max().item()        # pooled with the busy channel it looks normal
+
+
+def _raw(x: torch.Tensor, x_hat: torch.Tensor, kernel: torch.Tensor, channels: str) -> tuple[torch.Tensor, torch.Tensor]:
+    maps, _ = score_terms(x, x_hat, torch.zeros(len(x), 4), torch.zeros(len(x), 4), kernel, 0, channels)
+    return maps, torch.zeros(len(x))
+
+
+def test_checkpoints_from_before_per_channel_maps_load_and_score_the_channel_mean() -> None:
+    new = build_config()
+    assert new.train.score_channels == "max"
+    stored = new.to_dict()
+    del stored["train"]["score_channels"]          # a checkpoint saved before the option existed
+    assert Config.from_dict(stored).train.score_channels == "mean"
+    old = ScoreStats(4)
+    state = {"map_mean": torch.full((4, 4), 0.5), "map_scale": torch.full((4, 4), 2.0),   # the old H×W buffers
+             "ld_mean": torch.zeros(()), "ld_scale": torch.ones(())}
+    old.load_state_dict(state)
+    z, _ = old(torch.full((1, 1, 4, 4), 1.5), torch.zeros(1))
+    assert torch.allclose(z, torch.full((1, 1, 4, 4), 0.5))

@@ -92,19 +92,21 @@ class Detector(nn.Module):
     """forward(x: N×C×H×W in [-1, 1]) -> (score N, recon N×C×H×W in [-1, 1], amap N×H×W).
 
     score = (1-λ)·L_R + λ·L_D and amap as `losses.anomaly_score` defines them (tolerant residual,
-    smoothed, standardised by the ScoreStats `stats` when there are some).
+    smoothed, per colour channel with score_channels "max", standardised by the ScoreStats `stats` when
+    there are some).
     No data-dependent control flow: the same graph for every input, ready for ONNX export.
     """
 
     def __init__(self, E: nn.Module, G: nn.Module, D: nn.Module | None, lam: float, sigma: float,
                  reduce: str = "mean", spec: dict[str, Any] | None = None, threshold: float | None = None,
                  variant: str = "ours-proj", metrics: dict[str, Any] | None = None, tolerance: int = 0,
-                 stats: ScoreStats | None = None) -> None:
+                 stats: ScoreStats | None = None, channels: str = "mean") -> None:
         super().__init__()
         self.E, self.G, self.D = E, G, D
         self.lam = float(lam) if D is not None else 0.0
         self.reduce = reduce
         self.tolerance = int(tolerance)
+        self.channels = channels
         self.stats = stats
         self.register_buffer("kernel", gaussian_kernel(sigma))
         self.spec = spec or {}
@@ -126,13 +128,13 @@ class Detector(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         recon, f_x, f_r = self._reconstruct(x)
         score, amap = anomaly_score(x, recon, f_x, f_r, self.lam, self.kernel, self.reduce, self.tolerance,
-                                    self.stats)
+                                    self.stats, self.channels)
         return score, recon, amap
 
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unstandardised map (N×H×W) and L_D (N): what ScoreStats.fit learns from."""
+        """The unstandardised maps (N×K×H×W) and L_D (N): what ScoreStats.fit learns from."""
         recon, f_x, f_r = self._reconstruct(x)
-        return score_terms(x, recon, f_x, f_r, self.kernel, self.tolerance)
+        return score_terms(x, recon, f_x, f_r, self.kernel, self.tolerance, self.channels)
 
 
 def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | None = None,
@@ -146,13 +148,15 @@ def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | No
     stats = nets.get("S")
     return Detector(nets["E"], nets["G"], nets.get("D"), cfg.train.lam, smoothing_sigma(cfg),
                     cfg.train.score_reduce, input_spec(cfg), threshold, cfg.model.variant, metrics,
-                    cfg.train.score_tolerance, stats if isinstance(stats, ScoreStats) else None)
+                    cfg.train.score_tolerance, stats if isinstance(stats, ScoreStats) else None,
+                    cfg.train.score_channels)
 
 
 def attach_score_stats(cfg: Config, nets: dict[str, nn.Module]) -> None:
     """Add nets["S"], identity ScoreStats, when the config standardises scores and the variant has an E."""
     if cfg.train.score_normalize == "pixel" and "E" in nets:
-        nets["S"] = ScoreStats(cfg.model.image_size)
+        maps = cfg.model.channels if cfg.train.score_channels == "max" else 1
+        nets["S"] = ScoreStats(cfg.model.image_size, maps)
 
 
 @torch.no_grad()

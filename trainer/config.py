@@ -51,6 +51,8 @@ class TrainConfig:
     #                              (blurred or shifted edges are not defects); 0 = |x - G(E(x))| (paper)
     score_normalize: str = "pixel"  # "pixel": standardise the map per pixel (and L_D) by the normal
     #                              training images' mean and spread (trainer/score_stats.py); "none" (paper)
+    score_channels: str = "max"  # "max": each colour channel's residual map scored (standardised) on its own,
+    #                              the map is their max (a defect in one channel counts whole); "mean" (paper)
     ema: float = 0.99            # decay per step of an exponential moving average of E, G and D's weights,
     #                              which then is what gets validated and shipped; 0 = off (the last weights)
     bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
@@ -79,12 +81,13 @@ VARIANT_PRESETS: dict[str, dict[str, Any]] = {
 PAPER_RECIPE: dict[str, Any] = {
     "d_batchnorm": True, "pooling": "sum", "loss": "bce", "lr": 1e-4, "beta1": 0.9, "beta2": 0.999,
     "latent_bound": 0.0, "alpha": 0.9, "cons_reduce": "sum", "score_reduce": "mean", "bn_recalibrate": False,
-    "shift": 0.0, "score_tolerance": 0, "score_normalize": "none",
+    "shift": 0.0, "score_tolerance": 0, "score_normalize": "none", "score_channels": "mean",
 }
 
 # Checkpoints written before an option existed behave as they did then: a stored config that lacks
-# score_tolerance predates the tolerant residual, the per-pixel statistics and the image_size/64 sigma.
-LEGACY_SCORE = {"score_tolerance": 0, "score_normalize": "none"}
+# score_tolerance predates the tolerant residual, the per-pixel statistics and the image_size/64 sigma;
+# one that lacks score_channels predates the per-channel map (it scored the channel mean).
+LEGACY_SCORE = {"score_tolerance": 0, "score_normalize": "none", "score_channels": "mean"}
 
 # MNIST one-class, applied by `fit --mnist-digit` and `bench` on MNIST folders under the explicit
 # options and --set items: its anomalies are whole images (another digit), so the mean residual ranks
@@ -104,7 +107,7 @@ def with_mnist_defaults(overrides: dict[str, Any], mnist: bool) -> dict[str, Any
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "variant": VARIANTS, "image_size": SIZES, "channels": (1, 3), "join": ("projection", "concat"),
     "pooling": ("sum", "mean"), "cons_reduce": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
-    "select": ("val", "last"), "score_normalize": ("none", "pixel"), "device": ("auto", "cpu", "cuda"),
+    "select": ("val", "last"), "score_normalize": ("none", "pixel"), "score_channels": ("mean", "max"), "device": ("auto", "cpu", "cuda"),
 }
 _POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps",
              "anogan_lr"}
@@ -131,6 +134,8 @@ class Config:
                 setattr(t, key, value)
             if t.smooth_sigma == 0:
                 t.smooth_sigma = m.image_size / 32
+        elif stored and "score_channels" not in stored:
+            t.score_channels = "mean"
         return cls(model=m, train=t)
 
 

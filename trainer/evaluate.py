@@ -49,7 +49,7 @@ def score_images(cfg: Config, nets: dict[str, nn.Module], images: np.ndarray, ba
             with torch.no_grad():
                 r = nets["G"](z)
                 s, m = anomaly_score(x, r, nets["D"].features(x), nets["D"].features(r), t.lam, kernel,
-                                     t.score_reduce, t.score_tolerance)
+                                     t.score_reduce, t.score_tolerance, channels=t.score_channels)
         scores.append(s.cpu().numpy())
         recons.append(((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
         maps.append(m.cpu().numpy())

@@ -67,48 +67,66 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 def smooth_map(residual: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of N×H×W with replicated borders; the mean level is preserved."""
+    """Separable Gaussian blur of each H×W plane of N×H×W or N×K×H×W, replicated borders; mean preserved."""
     r = kernel.numel() // 2
-    m = F.pad(residual.unsqueeze(1), (r, r, r, r), mode="replicate")
+    shape = residual.shape
+    m = F.pad(residual.reshape(-1, 1, shape[-2], shape[-1]), (r, r, r, r), mode="replicate")
     m = F.conv2d(m, kernel.view(1, 1, 1, -1))
     m = F.conv2d(m, kernel.view(1, 1, -1, 1))
-    return m.squeeze(1)
+    return m.reshape(shape)
 
 
-def tolerant_residual(x: torch.Tensor, x_hat: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
-    """Channel-mean residual N×H×W: |x - x̂| (tolerance 0, the paper), or the distance from x to the
-    range [min, max] of x̂ within ±tolerance px, per channel.
+def channel_residual(x: torch.Tensor, x_hat: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+    """Per-channel residual N×C×H×W: |x - x̂| (tolerance 0, the paper), or the distance from x to the
+    range [min, max] of x̂ within ±tolerance px.
 
     A reconstruction that draws an edge blurred or a pixel off leaves a residual on every good part;
     the tolerant residual forgives exactly that and nothing else: a stain, a scratch or a missing piece
     is a value the reconstruction has nowhere nearby.
     """
     if tolerance <= 0:
-        return (x - x_hat).abs().mean(dim=1)
+        return (x - x_hat).abs()
     k = 2 * tolerance + 1
     hi = F.max_pool2d(x_hat, k, stride=1, padding=tolerance)
     lo = -F.max_pool2d(-x_hat, k, stride=1, padding=tolerance)
-    return (F.relu(x - hi) + F.relu(lo - x)).mean(dim=1)
+    return F.relu(x - hi) + F.relu(lo - x)
+
+
+def tolerant_residual(x: torch.Tensor, x_hat: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+    """The channel mean of `channel_residual`, N×H×W."""
+    return channel_residual(x, x_hat, tolerance).mean(dim=1)
 
 
 def score_terms(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
-                kernel: torch.Tensor, tolerance: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The score's raw parts: the smoothed (tolerant) residual map N×H×W and L_D = mean|f(x) - f(x̂)| (N)."""
-    return smooth_map(tolerant_residual(x, x_hat, tolerance), kernel), l1_per_sample(f_x, f_x_hat)
+                kernel: torch.Tensor, tolerance: int = 0, channels: str = "mean",
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The score's raw parts: the smoothed residual maps N×K×H×W and L_D = mean|f(x) - f(x̂)| (N).
+
+    channels "mean": one map (K = 1), the channel mean; "max": one map per colour channel (K = C),
+    which the score standardises separately and then takes the max of (`anomaly_score`).
+    """
+    res = channel_residual(x, x_hat, tolerance)
+    if channels == "mean":
+        res = res.mean(dim=1, keepdim=True)
+    elif channels != "max":
+        raise ValueError(f"unknown score_channels {channels!r}")
+    return smooth_map(res, kernel), l1_per_sample(f_x, f_x_hat)
 
 
 def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
                   lam: float, kernel: torch.Tensor, reduce: str = "mean", tolerance: int = 0,
                   stats: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  channels: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """A(x) = (1-λ)·L_R + λ·L_D and the anomaly map (N×H×W, in the score's units).
 
-    map = the smoothed residual (tolerant_residual), standardised by `stats` when given (ScoreStats);
+    map = the smoothed (tolerant) residual maps of `score_terms`, standardised by `stats` when given
+    (ScoreStats), then their max over the channel maps (one map for channels "mean");
     L_R = the map's mean per image ("mean", the paper) or its max ("max");
     L_D = mean|f(x) - f(x̂)| over D's feature vector, standardised by `stats` when given.
     """
-    amap, l_d = score_terms(x, x_hat, f_x, f_x_hat, kernel, tolerance)
+    maps, l_d = score_terms(x, x_hat, f_x, f_x_hat, kernel, tolerance, channels)
     if stats is not None:
-        amap, l_d = stats(amap, l_d)
+        maps, l_d = stats(maps, l_d)
+    amap = maps.amax(dim=1)
     l_r = amap.flatten(1).mean(dim=1) if reduce == "mean" else amap.flatten(1).amax(dim=1)
     return (1.0 - lam) * l_r + lam * l_d, amap
