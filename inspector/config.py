@@ -97,7 +97,7 @@ class EngineConfig(_Section):
     max_batch: int = Field(8, ge=1)  # crops per engine call (capped by the engine's own max batch)
     max_wait_ms: float = Field(10.0, ge=0, allow_inf_nan=False)  # a batch is sent when full or this long after its first crop
     queue_parts: int = Field(64, ge=1)  # parts buffered between trigger and scoring
-    cpu_threads: int | None = Field(None, ge=1)  # ONNX Runtime CPU threads; None = every core this process may use
+    cpu_threads: int | None = Field(None, ge=1)  # ONNX Runtime CPU threads; None = ENGINES_ORT_THREADS, else all cores but one
 
 
 class DecisionConfig(_Section):

@@ -5,6 +5,7 @@ The engine comes from `engines.load_engine` (TensorRT or ONNX Runtime); this mod
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,9 +56,21 @@ def open_engine(cfg: EngineConfig, path: Path | None = None) -> Engine:
     except ImportError as e:
         raise InspectorError(f"the engines package cannot be imported ({e}); install the core package") from None
     try:
-        return load_engine(path, backend=cfg.backend, max_batch=cfg.max_batch, threads=cfg.cpu_threads)
+        return load_engine(path, backend=cfg.backend, max_batch=cfg.max_batch, threads=engine_cpu_threads(cfg))
     except Exception as e:  # engines.errors.EngineError says what to do; anything else is shown as is
         raise InspectorError(f"engine {path}: {e}") from None
+
+
+def engine_cpu_threads(cfg: EngineConfig) -> int | None:
+    """ONNX Runtime's CPU threads for the daemon: [engine] cpu_threads; else ENGINES_ORT_THREADS (None:
+    the engines package reads it); else every core this process may use but one, which stays with
+    capture, trigger, cropping and image encoding, so a busy engine never starves the camera."""
+    if cfg.cpu_threads is not None:
+        return cfg.cpu_threads
+    if os.environ.get("ENGINES_ORT_THREADS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 def score_batch(engine: Engine, parts: list[Part]) -> list[Scored]:

@@ -6,6 +6,7 @@ Real queues and threads; the engine is an in-process fake or the tiny real ONNX 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 import time
@@ -20,7 +21,7 @@ from inspector.config import DecisionConfig, EngineConfig
 from inspector.decide import decide, resolve_thresholds
 from inspector.errors import InspectorError
 from inspector.records import Frame, Part, Roi
-from inspector.scoring import Scored, open_engine, score_batch
+from inspector.scoring import Scored, engine_cpu_threads, open_engine, score_batch
 
 
 def test_batch_fills_to_max_size_without_waiting() -> None:
@@ -139,3 +140,21 @@ def test_engine_cpu_threads_reach_onnx_runtime(tmp_path: Path) -> None:
             assert np.allclose(scored[0].scores, [10.0, 50.0, 90.0, 130.0, 170.0, 210.0])  # type: ignore[arg-type]
         finally:
             engine.close()
+
+
+def test_engine_threads_default_to_all_cores_but_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The camera, trigger and image encoding keep a core: the daemon's engine gets the others (at least 1);
+    ENGINES_ORT_THREADS and [engine] cpu_threads override."""
+    monkeypatch.delenv("ENGINES_ORT_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    assert engine_cpu_threads(EngineConfig()) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert engine_cpu_threads(EngineConfig()) == 1
+    assert engine_cpu_threads(EngineConfig(cpu_threads=2)) == 2
+    monkeypatch.setenv("ENGINES_ORT_THREADS", "2")
+    model = make_mean_model(tmp_path / "model.onnx", size=32)
+    engine = open_engine(EngineConfig(path=model, backend="onnxruntime", max_batch=8))
+    try:
+        assert engine.threads == 2  # type: ignore[attr-defined]
+    finally:
+        engine.close()

@@ -240,3 +240,21 @@ def test_weight_average_is_what_ships_and_resumes_exactly(tmp_path: Path) -> Non
     assert resumed.history[1]["val_recon"] == averaged.history[1]["val_recon"]
     for k, v in averaged.nets["E"].state_dict().items():
         assert torch.equal(v, resumed.nets["E"].state_dict()[k])
+
+
+def test_random_rotation_turns_each_image_by_at_most_the_bound() -> None:
+    from trainer.train import random_rotation
+    x = torch.full((64, 1, 33, 33), -1.0)
+    x[:, 0, 16, 26:29] = 1.0                       # a bright dash 11 px right of the centre
+    assert torch.equal(random_rotation(x, 0.0), x)
+    torch.manual_seed(0)
+    y = random_rotation(x, 20.0)
+    w = (y[:, 0] + 1).clamp(min=0)
+    rows, cols = torch.meshgrid(torch.arange(33.0), torch.arange(33.0), indexing="ij")
+    cy = (w * rows).sum((1, 2)) / w.sum((1, 2)) - 16
+    cx = (w * cols).sum((1, 2)) / w.sum((1, 2)) - 16
+    angles = torch.rad2deg(torch.atan2(cy, cx))
+    assert angles.abs().max() <= 21.0                # within the bound (a pixel's rounding)
+    assert angles.std() > 5.0                        # and really random, both ways
+    assert (angles > 5).any() and (angles < -5).any()
+    assert torch.allclose(torch.hypot(cy, cx), torch.full((64,), 11.0), atol=0.6)   # turned, not moved

@@ -58,6 +58,7 @@ class TrainConfig:
     bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
     shift: float = 0.06          # random translation of training images, up to this fraction of the size
     #                              (a trigger never centres a moving part exactly; normals stay normal); 0 = off
+    rotate: float = 0.0          # random rotation of training images by up to ± this many degrees; 0 = off
     val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
     select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
     anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
@@ -173,6 +174,8 @@ def _validate(key: str, value: Any) -> None:
         raise UserError(f"bad value for {key}: {value!r}; it must lie in [0, 1]")
     if key == "score_tolerance" and not 0 <= value <= 8:
         raise UserError(f"bad value for score_tolerance: {value!r}; it must lie in 0..8 px")
+    if key == "rotate" and not 0.0 <= value <= 180.0:
+        raise UserError(f"bad value for rotate: {value!r}; it must be 0-180 degrees (0 = off)")
     if key == "smooth_sigma" and value < 0:
         raise UserError(f"bad value for smooth_sigma: {value!r}; it must be >= 0 (0 = image_size/64)")
     if key == "latent_bound" and value < 0:

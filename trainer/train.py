@@ -63,6 +63,20 @@ def random_shift(x: torch.Tensor, fraction: float) -> torch.Tensor:
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
+def random_rotation(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate each image about its centre by up to ±degrees (bilinear, border pixels repeated); 0 = unchanged.
+
+    Uses torch's global generator (seeded per epoch like random_shift)."""
+    if degrees <= 0:
+        return x
+    theta = (torch.rand(x.shape[0]) * 2 - 1) * math.radians(degrees)
+    c, s = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(c)
+    affine = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1)], 1)
+    grid = nn.functional.affine_grid(affine, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of n training images into (train, held-out normal) index arrays."""
     n_val = int(round(n * fraction)) if n >= 10 else 0
@@ -362,7 +376,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
         steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=None if info.main else True)
         for (xb,) in bar:
-            stats = algo.step(random_shift(xb, t.shift).to(device, non_blocking=True))
+            stats = algo.step(random_shift(random_rotation(xb, t.rotate), t.shift).to(device, non_blocking=True))
             if average is not None:
                 average.update(nets)
             for k, v in stats.items():
