@@ -1,5 +1,5 @@
-"""`inspector` command line: run (the daemon), replay (a recorded video), listen (a subscriber), history (the
-journal), keygen (CURVE keys), check-config.
+"""`inspector` command line: run (the daemon), replay (a recorded video), collect (training crops from a
+video or camera), listen (a subscriber), history (the journal), keygen (CURVE keys), check-config.
 
 User errors end with their message on stderr, no traceback, and exit code 2.
 """
@@ -36,6 +36,13 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("--frames", type=int, default=None, metavar="N",
                    help="loop the video until N frames were read (soak tests)")
 
+    co = sub.add_parser("collect", help="training images as the station sees them: triggered crops as PNG files")
+    co.add_argument("source", help="a recorded video of good parts, a camera index or a stream URL")
+    co.add_argument("--out", type=Path, required=True, metavar="DIR", help="data set folder (trainer fit DIR)")
+    co.add_argument("--config", type=Path, default=None, help="the station's TOML file (ROIs, trigger)")
+    co.add_argument("--into", default="train/good", help="sub-folder of DIR (default train/good)")
+    co.add_argument("--count", type=int, default=None, metavar="N", help="stop after N parts")
+
     li = sub.add_parser("listen", help="the reference subscriber: print results, detect gaps, save failed parts")
     li.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5556")
     li.add_argument("--save", type=Path, default=None, metavar="DIR", help="save images of failed and error parts")
@@ -70,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.config)
+        if args.command == "collect":
+            from inspector.collect import run_collect
+
+            return run_collect(args.source, args.out, args.config, args.into, args.count)
         if args.command == "replay":
             from inspector.replay import run_replay
 

@@ -225,6 +225,19 @@ def test_video_frames_ground_truth_and_config(tmp_path: Path) -> None:
     assert config["trigger"]["mode"] == "presence"
 
 
+def test_a_recording_of_other_good_parts_of_the_same_line() -> None:
+    """--first-part K: parts K, K+1, ... of the same line (each part drawn from its own seed);
+    --defect-rate 0: only good ones, for `inspector collect`."""
+    light = video_lighting(3)
+    line = plan_video(3, 32, 12, light, defect_rate=0.5)
+    later = plan_video(3, 32, 4, light, defect_rate=0.5, first_part=8)
+    assert [p.part_id for p in later] == [8, 9, 10, 11]
+    assert [(p.spec, p.label) for p in later] == [(p.spec, p.label) for p in line[8:]]
+    assert {p.label for p in line} != {"good"}
+    good = plan_video(3, 32, 12, light, defect_rate=0.0, first_part=100)
+    assert {p.label for p in good} == {"good"} and good[0].part_id == 100
+
+
 def test_video_parts_move_at_the_documented_speed() -> None:
     assert belt_speed(128) == 8 and belt_speed(32) == 2
     passages = plan_video(0, 32, 3, video_lighting(0))
@@ -251,6 +264,8 @@ def test_avi_video_is_written_with_mjpg(tmp_path: Path) -> None:
         ({"n_test": 0}, "--n-train and --n-test must be at least 1"),
         ({"video": "v.mp4", "parts": 0}, "--parts must be at least 1 (got 0)"),
         ({"video": "v.mkv"}, "unsupported suffix '.mkv'; use .mp4 (mp4v) or .avi (MJPG)"),
+        ({"defect_rate": 1.5}, "--defect-rate 1.5 is outside 0-1"),
+        ({"first_part": -1}, "--first-part -1 must be >= 0"),
     ],
 )
 def test_impossible_requests_fail_with_one_clear_message(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -277,7 +292,7 @@ def test_cli_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_run_synth_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(out_dir=tmp_path / "d", seed=0, size=32, n_train=2, n_test=3, video=None, parts=40,
-                              rotation=15.0)
+                              rotation=15.0, defect_rate=0.3, first_part=0)
     assert run_synth(args) == 0
     out = capsys.readouterr().out
     assert "2 train + 3 test images (2 good, 1 scratch), 32 px" in out

@@ -25,6 +25,10 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-test", type=int, default=200, help="test images (good and defective)")
     s.add_argument("--video", type=Path, default=None, help="also write a conveyor video (.mp4 or .avi)")
     s.add_argument("--parts", type=int, default=40, help="parts passing the camera in the video")
+    s.add_argument("--defect-rate", type=float, default=0.3,
+                   help="share of defective parts in the video (0 = a recording of good parts to collect from)")
+    s.add_argument("--first-part", type=int, default=0,
+                   help="number of the video's first part: another range shows other parts of the same line")
     s.add_argument("--rotation", type=float, default=15.0,
                    help="pose jitter in degrees about the nominal orientation (180 = any orientation)")
 

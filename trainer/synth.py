@@ -525,14 +525,18 @@ def video_lighting(seed: int) -> Lighting:
 
 
 def plan_video(seed: int, size: int, parts: int, light: Lighting,
-               rotation: float = ROTATION_JITTER_DEG) -> list[Passage]:
-    """Parts one after another, each leaving the centre square empty for a few frames before the next."""
+               rotation: float = ROTATION_JITTER_DEG, defect_rate: float = DEFECT_RATE,
+               first_part: int = 0) -> list[Passage]:
+    """Parts one after another, each leaving the centre square empty for a few frames before the next.
+
+    Part p is drawn from its own seed (seed, p), so a recording starting at `first_part` shows other parts
+    of the same line (same lamps, belt and camera) than one starting at 0."""
     v, gaps = belt_speed(size), np.random.default_rng([seed, 5])
     passages: list[Passage] = []
     first = LEAD_IN_FRAMES
-    for p in range(parts):
+    for p in range(first_part, first_part + parts):
         rng = np.random.default_rng([seed, 4, p])
-        defect = DEFECTS[int(rng.integers(len(DEFECTS)))] if rng.uniform() < DEFECT_RATE else None
+        defect = DEFECTS[int(rng.integers(len(DEFECTS)))] if rng.uniform() < defect_rate else None
         spec = sample_part(rng, size, defect, rotation=rotation)
         cols = np.flatnonzero(_sprite(spec, light, size).alpha.max(axis=0) > 0.25)
         base = _sprite_left(size, v, 0, 0)
@@ -594,10 +598,11 @@ def _write_config(path: Path, video: Path, size: int) -> None:
 
 
 def write_video(path: Path, *, seed: int, size: int, parts: int,
-                rotation: float = ROTATION_JITTER_DEG) -> dict[str, Any]:
+                rotation: float = ROTATION_JITTER_DEG, defect_rate: float = DEFECT_RATE,
+                first_part: int = 0) -> dict[str, Any]:
     """Write the conveyor video, its ground-truth CSV and an inspector config; return a summary."""
     light = video_lighting(seed)
-    passages = plan_video(seed, size, parts, light, rotation)
+    passages = plan_video(seed, size, parts, light, rotation, defect_rate, first_part)
     n_frames = passages[-1].last_frame + 1 + LEAD_IN_FRAMES // 4
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -636,12 +641,18 @@ def synthesize(
     video: str | Path | None = None,
     parts: int = 40,
     rotation: float = ROTATION_JITTER_DEG,
+    defect_rate: float = DEFECT_RATE,
+    first_part: int = 0,
 ) -> dict[str, Any]:
     """Write the data set (and the video) and return a summary dict; deterministic by seed."""
     out, video_path = Path(out_dir), None if video is None else Path(video)
     _check_args(size, n_train, n_test, parts, video_path)
     if not 0.0 <= rotation <= 180.0:
         raise DataError(f"--rotation {rotation} is outside 0-180 degrees (180 = any orientation)")
+    if not 0.0 <= defect_rate <= 1.0:
+        raise DataError(f"--defect-rate {defect_rate} is outside 0-1 (0 = a recording of good parts only)")
+    if first_part < 0:
+        raise DataError(f"--first-part {first_part} must be >= 0")
     _prepare_dir(out)
     start = time.perf_counter()
     _write_train(out, seed, size, n_train, rotation)
@@ -649,7 +660,8 @@ def synthesize(
     _write_index(out, items)
     summary: dict[str, Any] = {"out_dir": str(out), "seed": seed, "size": size, "rotation": rotation, "train": n_train, "test": plan_test_split(n_test)}
     if video_path is not None:
-        summary["video"] = write_video(video_path, seed=seed, size=size, parts=parts, rotation=rotation)
+        summary["video"] = write_video(video_path, seed=seed, size=size, parts=parts, rotation=rotation,
+                                       defect_rate=defect_rate, first_part=first_part)
     (out / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     summary["seconds"] = round(time.perf_counter() - start, 2)
     return summary
@@ -658,7 +670,8 @@ def synthesize(
 def run_synth(args: argparse.Namespace) -> int:
     s = synthesize(
         args.out_dir, seed=args.seed, size=args.size, n_train=args.n_train, n_test=args.n_test,
-        video=args.video, parts=args.parts, rotation=args.rotation,
+        video=args.video, parts=args.parts, rotation=args.rotation, defect_rate=args.defect_rate,
+        first_part=args.first_part,
     )
     kinds = ", ".join(f"{n} {k}" for k, n in s["test"].items())
     print(f"trainer synth: {s['train']} train + {sum(s['test'].values())} test images ({kinds}), "
