@@ -120,8 +120,12 @@ def test_evaluate_cli_writes_metrics_plots_and_threshold(tmp_path: Path, capsys:
     for s in TINY:
         argv += ["--set", s]
     assert main(argv) == 0
+    fitted = torch.load(run / "model.pt", weights_only=True)   # fit alone: a deployable held-out threshold
+    assert fitted["threshold"] is not None and fitted["metrics"]["n_held_out_normals"] == 2
+    assert "threshold" in capsys.readouterr().out
     assert main(["evaluate", str(run)]) == 0
     m = json.loads((run / "metrics.json").read_text())
+    assert m["threshold"] == pytest.approx(fitted["threshold"], rel=1e-5)   # the same held-out images and quantile
     assert 0.0 <= m["image_auroc"] <= 1.0
     assert set(m["auroc_per_type"]) == {"scratch", "color", "missing", "flip"}
     assert m["pixel_auroc"] is not None

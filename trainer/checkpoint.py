@@ -170,6 +170,17 @@ def fit_score_stats(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, ba
     stats.fit(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
 
+@torch.no_grad()
+def held_out_threshold(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 128) -> float | None:
+    """The shipped threshold: the `threshold_quantile` of the held-out normal images' scores (no test labels
+    needed, so a folder of good images alone gives a deployable model); None without E or held-out images."""
+    if "E" not in nets or len(x) == 0:
+        return None
+    det = detector_from(cfg, nets).eval()
+    scores = torch.cat([det(x[i:i + batch])[0] for i in range(0, len(x), batch)])
+    return float(torch.quantile(scores.double().cpu(), cfg.train.threshold_quantile))
+
+
 def load_detector(path: str | Path) -> Detector:
     """RUN_DIR or RUN_DIR/model.pt -> Detector in eval mode (spectral norm baked into the weights)."""
     payload = load(path)

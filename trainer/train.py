@@ -413,7 +413,11 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
     if out is not None and info.main:
         run = dict(run_info or {}, best_epoch=result.best_epoch, epochs=t.epochs, val_indices=result.val_indices,
                    train_seconds=round(sum(h["seconds"] for h in history), 1))
-        checkpoint.save(out / "model.pt", checkpoint.make_payload(cfg, nets, run))
+        threshold = checkpoint.held_out_threshold(cfg, nets, x_all[val_idx].to(device))
+        metrics = {} if threshold is None else {
+            "threshold": threshold, "threshold_source": f"q{t.threshold_quantile:g} of held-out normals",
+            "n_held_out_normals": len(val_idx)}
+        checkpoint.save(out / "model.pt", checkpoint.make_payload(cfg, nets, run, threshold, metrics))
     if info.world > 1:
         dist.barrier()
     return result
@@ -476,6 +480,12 @@ def run_fit(args: argparse.Namespace) -> int:
         why = "lowest held-out reconstruction error" if cfg.train.select == "val" and "E" in result.nets else "last"
         print(f"trained {cfg.model.variant} for {cfg.train.epochs} epochs in {time.time() - t0:.0f}s; "
               f"shipping epoch {result.best_epoch} ({why}) -> {out / 'model.pt'}")
+        if payload.get("threshold") is not None:
+            print(f"threshold {payload['threshold']:.4g} ({payload['metrics']['threshold_source']}, "
+                  f"{len(val_names)} images); `trainer evaluate` re-checks it against a test split")
+        elif "E" in result.nets:
+            print("no threshold: too few training images to hold some out (need 10); set [decision] threshold "
+                  "in the inspector's configuration, or run `trainer evaluate` with a test split")
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
