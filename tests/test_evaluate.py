@@ -6,6 +6,7 @@ The end-to-end run trains a tiny model on a tiny synthetic line (32 px, one epoc
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from trainer import checkpoint
 from trainer.checkpoint import load_detector
 from trainer.cli import main
-from trainer.config import build_config
+from trainer.config import TrainConfig, build_config
 from trainer.errors import UserError
 from trainer.evaluate import decision_stats, image_metrics, pixel_auroc, score_images, thresholds
 from trainer.train import fit_arrays, to_tensor
@@ -37,15 +38,17 @@ def test_image_metrics_per_defect_type() -> None:
     assert image_metrics(np.zeros(3, int), ["good"] * 3, np.ones(3))["image_auroc"] is None
 
 
-def test_thresholds_quantile_is_shipped_and_f1_reported() -> None:
-    val = np.arange(101, dtype=float)  # 0..100: the 99th percentile is 99
+def test_thresholds_held_out_is_shipped_and_f1_reported() -> None:
+    val = np.arange(101, dtype=float)  # 0..100: mean 50, sd 29.3; the 99th percentile is 99
     labels = np.array([0, 0, 1, 1])
     scores = np.array([1.0, 2.0, 3.0, 4.0])
-    t = thresholds(val, labels, scores, 0.99)
-    assert t["threshold"] == pytest.approx(99.0)
-    assert t["threshold_source"].startswith("q0.99")
+    t = thresholds(val, labels, scores, TrainConfig())
+    assert t["threshold"] == pytest.approx(50.0 + 3 * val.std(ddof=1))
+    assert t["threshold_source"] == "mean + 3 sd of 101 held-out normals"
+    q = thresholds(val, labels, scores, TrainConfig(threshold_rule="quantile"))
+    assert q["threshold"] == pytest.approx(99.0) and q["threshold_source"] == "q0.99 of 101 held-out normals"
     assert t["threshold_f1"] == 3.0 and t["f1_at_threshold_f1"] == 1.0
-    fallback = thresholds(None, labels, scores, 0.99)
+    fallback = thresholds(None, labels, scores, TrainConfig())
     assert fallback["threshold"] == 3.0 and "F1" in fallback["threshold_source"]
     at = decision_stats(labels, scores, 2.5)["test_at_threshold"]
     assert (at["tpr"], at["fpr"], at["f1"]) == (1.0, 0.0, 1.0)
@@ -77,7 +80,7 @@ def test_checkpoint_round_trip_weights_only(tmp_path: Path) -> None:
     assert payload["lambda"] == pytest.approx(0.1)
     det = load_detector(run)
     assert not det.training and det.variant == "ours-proj" and det.lam == pytest.approx(0.1)
-    assert det.spec["size"] == 32 and det.threshold is None
+    assert det.spec["size"] == 32 and det.threshold == payload["threshold"] and math.isfinite(det.threshold)
     assert not any(hasattr(m, "parametrizations") for m in det.modules())  # SN baked in for export
     x = to_tensor(imgs[:4])
     with torch.no_grad():
@@ -129,7 +132,7 @@ def test_evaluate_cli_writes_metrics_plots_and_threshold(tmp_path: Path, capsys:
     assert 0.0 <= m["image_auroc"] <= 1.0
     assert set(m["auroc_per_type"]) == {"scratch", "color", "missing", "flip"}
     assert m["pixel_auroc"] is not None
-    assert m["n_held_out_normals"] == 2 and m["threshold"] == m["threshold_quantile"]
+    assert m["n_held_out_normals"] == 2 and m["threshold"] == m["threshold_held_out"]
     for png in ("roc.png", "score_hist.png", "examples.png"):
         assert (run / png).stat().st_size > 1000
     payload = torch.load(run / "model.pt", weights_only=True)

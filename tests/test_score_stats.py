@@ -149,3 +149,11 @@ def test_checkpoints_from_before_per_channel_maps_load_and_score_the_channel_mea
     old.load_state_dict(state)
     z, _ = old(torch.full((1, 1, 4, 4), 1.5), torch.zeros(1))
     assert torch.allclose(z, torch.full((1, 1, 4, 4), 0.5))
+
+
+def test_checkpoints_from_before_the_sigma_rule_keep_the_quantile() -> None:
+    new = build_config()
+    assert (new.train.threshold_rule, new.train.threshold_sigmas) == ("sigma", 3.0)
+    stored = new.to_dict()
+    del stored["train"]["threshold_rule"]
+    assert Config.from_dict(stored).train.threshold_rule == "quantile"

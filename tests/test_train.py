@@ -151,8 +151,9 @@ def test_fit_cli_writes_the_run(synth_dir: Path, tmp_path: Path) -> None:
     assert payload["input"] == {"size": 32, "channels": 3, "color_order": "BGR", "normalize": "x/127.5-1"}
     assert set(payload["state"]) == {"E", "G", "D", "S"}
     stats = payload["state"]["S"]   # fitted on the training split: not the identity it starts as
-    assert stats["map_mean"].shape == (32, 32) and stats["map_mean"].abs().sum() > 0
-    assert (stats["map_scale"] > 0).all() and not torch.equal(stats["map_scale"], torch.ones(32, 32))
+    assert stats["map_mean"].shape == (3, 32, 32) and stats["map_mean"].abs().sum() > 0   # one map per channel
+    assert (stats["map_scale"] > 0).all() and not torch.equal(stats["map_scale"], torch.ones(3, 32, 32))
+    assert payload["threshold"] is not None and payload["metrics"]["threshold_source"].startswith("mean + 3 sd")
     assert payload["config"]["model"]["width"] == 8
     assert len(payload["run"]["val_names"]) == 2
     assert (run / "last.pt").is_file() and (run / "log.jsonl").is_file()
@@ -174,8 +175,9 @@ def test_ddp_two_cpu_processes_write_a_model(synth_dir: Path, tmp_path: Path) ->
     payload = torch.load(run / "model.pt", weights_only=True)
     assert set(payload["state"]) == {"E", "G", "D", "S"}
     stats = payload["state"]["S"]   # fitted on the training split: not the identity it starts as
-    assert stats["map_mean"].shape == (32, 32) and stats["map_mean"].abs().sum() > 0
-    assert (stats["map_scale"] > 0).all() and not torch.equal(stats["map_scale"], torch.ones(32, 32))
+    assert stats["map_mean"].shape == (3, 32, 32) and stats["map_mean"].abs().sum() > 0   # one map per channel
+    assert (stats["map_scale"] > 0).all() and not torch.equal(stats["map_scale"], torch.ones(3, 32, 32))
+    assert payload["threshold"] is not None and payload["metrics"]["threshold_source"].startswith("mean + 3 sd")
     assert len((run / "log.jsonl").read_text().splitlines()) == 1  # rank 0 alone writes
 
 

@@ -18,6 +18,7 @@ from trainer.errors import UserError
 from trainer.losses import anomaly_score, gaussian_kernel, score_terms
 from trainer.models import build_networks
 from trainer.score_stats import ScoreStats
+from trainer.threshold import held_out_threshold as threshold_rule
 
 FORMAT = 1
 
@@ -172,13 +173,13 @@ def fit_score_stats(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, ba
 
 @torch.no_grad()
 def held_out_threshold(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 128) -> float | None:
-    """The shipped threshold: the `threshold_quantile` of the held-out normal images' scores (no test labels
+    """The shipped threshold from the held-out normal images' scores (trainer/threshold.py; no test labels
     needed, so a folder of good images alone gives a deployable model); None without E or held-out images."""
     if "E" not in nets or len(x) == 0:
         return None
     det = detector_from(cfg, nets).eval()
     scores = torch.cat([det(x[i:i + batch])[0] for i in range(0, len(x), batch)])
-    return float(torch.quantile(scores.double().cpu(), cfg.train.threshold_quantile))
+    return threshold_rule(scores.double().cpu().numpy(), cfg.train)
 
 
 def load_detector(path: str | Path) -> Detector:

@@ -63,7 +63,10 @@ class TrainConfig:
     select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
     anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
     anogan_lr: float = 0.05      # AnoGAN: Adam learning rate of the latent search
-    threshold_quantile: float = 0.99  # shipped threshold = this quantile of held-out normal scores
+    threshold_rule: str = "sigma"  # shipped threshold from held-out normal scores: "sigma" = mean + threshold_sigmas
+    #                              standard deviations (trainer/threshold.py), "quantile" = their threshold_quantile
+    threshold_sigmas: float = 3.0
+    threshold_quantile: float = 0.99
     seed: int = 0
     device: str = "auto"         # auto, cpu or cuda
 
@@ -108,9 +111,10 @@ def with_mnist_defaults(overrides: dict[str, Any], mnist: bool) -> dict[str, Any
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "variant": VARIANTS, "image_size": SIZES, "channels": (1, 3), "join": ("projection", "concat"),
     "pooling": ("sum", "mean"), "cons_reduce": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
-    "select": ("val", "last"), "score_normalize": ("none", "pixel"), "score_channels": ("mean", "max"), "device": ("auto", "cpu", "cuda"),
+    "select": ("val", "last"), "score_normalize": ("none", "pixel"), "score_channels": ("mean", "max"),
+    "threshold_rule": ("sigma", "quantile"), "device": ("auto", "cpu", "cuda"),
 }
-_POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps",
+_POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps", "threshold_sigmas",
              "anogan_lr"}
 _UNIT = {"alpha", "lam", "val_fraction", "shift", "threshold_quantile", "beta1", "beta2", "ema"}
 
@@ -137,6 +141,8 @@ class Config:
                 t.smooth_sigma = m.image_size / 32
         elif stored and "score_channels" not in stored:
             t.score_channels = "mean"
+        if stored and "threshold_rule" not in stored:   # saved when the quantile was the only rule
+            t.threshold_rule = "quantile"
         return cls(model=m, train=t)
 
 

@@ -18,10 +18,11 @@ from torch import nn
 
 from trainer import checkpoint
 from trainer.checkpoint import detector_from, smoothing_sigma
-from trainer.config import Config
+from trainer.config import Config, TrainConfig
 from trainer.errors import UserError
 from trainer.losses import anomaly_score, gaussian_kernel
 from trainer.models import latent_search
+from trainer.threshold import held_out_threshold, threshold_source
 from trainer.train import resolve_device, to_tensor
 
 
@@ -82,19 +83,19 @@ def pixel_auroc(masks: np.ndarray | None, maps: np.ndarray, max_pixels: int = 4_
     return auroc(y[::step].astype(np.int64), s[::step])
 
 
-def thresholds(val_scores: np.ndarray | None, labels: np.ndarray, scores: np.ndarray, q: float
+def thresholds(val_scores: np.ndarray | None, labels: np.ndarray, scores: np.ndarray, t: TrainConfig
                ) -> dict[str, Any]:
-    """Quantile of held-out normal scores (shipped: uses no test labels) and the test F1-optimal one."""
-    out: dict[str, Any] = {"threshold_quantile": None, "threshold_f1": None, "f1_at_threshold_f1": None}
+    """The held-out threshold (shipped: uses no test labels; trainer/threshold.py) and the test F1-optimal one."""
+    out: dict[str, Any] = {"threshold_held_out": None, "threshold_f1": None, "f1_at_threshold_f1": None}
     if val_scores is not None and len(val_scores):
-        out["threshold_quantile"] = float(np.quantile(val_scores, q))
+        out["threshold_held_out"] = held_out_threshold(val_scores, t)
     if len(np.unique(labels)) == 2:
         prec, rec, thr = precision_recall_curve(labels, scores)
         f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
         best = int(np.argmax(f1))
         out["threshold_f1"], out["f1_at_threshold_f1"] = float(thr[best]), float(f1[best])
-    if out["threshold_quantile"] is not None:
-        out["threshold"], out["threshold_source"] = out["threshold_quantile"], f"q{q:g} of held-out normals"
+    if out["threshold_held_out"] is not None:
+        out["threshold"], out["threshold_source"] = out["threshold_held_out"], threshold_source(t, len(val_scores))
     else:
         out["threshold"], out["threshold_source"] = out["threshold_f1"], "F1-optimal on test (no held-out normals)"
     return out
@@ -149,7 +150,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     val_scores = _held_out_scores(payload, cfg, nets)
     metrics: dict[str, Any] = {"variant": cfg.model.variant, "data": str(data), **image_metrics(labels, test.kinds, scores),
                                "pixel_auroc": pixel_auroc(test.masks, maps)}
-    metrics.update(thresholds(val_scores, labels, scores, cfg.train.threshold_quantile))
+    metrics.update(thresholds(val_scores, labels, scores, cfg.train))
     metrics.update(decision_stats(labels, scores, metrics["threshold"]))
     metrics["n_held_out_normals"] = 0 if val_scores is None else int(len(val_scores))
     metrics["best_epoch"], metrics["epochs"] = run.get("best_epoch"), run.get("epochs")

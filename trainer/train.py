@@ -30,6 +30,7 @@ from trainer.config import Config, build_config, with_mnist_defaults
 from trainer.errors import UserError
 from trainer.losses import consistency_loss, d_loss, eg_adv_loss, gan_g_loss
 from trainer.models import build_networks, init_weights
+from trainer.threshold import threshold_source
 
 RECALIBRATION_IMAGES = 2048  # BatchNorm statistics are re-estimated on at most this many training images
 EpochHook = Callable[[int, dict[str, nn.Module]], dict[str, Any]]
@@ -415,7 +416,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
                    train_seconds=round(sum(h["seconds"] for h in history), 1))
         threshold = checkpoint.held_out_threshold(cfg, nets, x_all[val_idx].to(device))
         metrics = {} if threshold is None else {
-            "threshold": threshold, "threshold_source": f"q{t.threshold_quantile:g} of held-out normals",
+            "threshold": threshold, "threshold_source": threshold_source(t, len(val_idx)),
             "n_held_out_normals": len(val_idx)}
         checkpoint.save(out / "model.pt", checkpoint.make_payload(cfg, nets, run, threshold, metrics))
     if info.world > 1:
@@ -481,8 +482,8 @@ def run_fit(args: argparse.Namespace) -> int:
         print(f"trained {cfg.model.variant} for {cfg.train.epochs} epochs in {time.time() - t0:.0f}s; "
               f"shipping epoch {result.best_epoch} ({why}) -> {out / 'model.pt'}")
         if payload.get("threshold") is not None:
-            print(f"threshold {payload['threshold']:.4g} ({payload['metrics']['threshold_source']}, "
-                  f"{len(val_names)} images); `trainer evaluate` re-checks it against a test split")
+            print(f"threshold {payload['threshold']:.4g} ({payload['metrics']['threshold_source']}); "
+                  "`trainer evaluate` checks it against a test split")
         elif "E" in result.nets:
             print("no threshold: too few training images to hold some out (need 10); set [decision] threshold "
                   "in the inspector's configuration, or run `trainer evaluate` with a test split")
