@@ -42,6 +42,8 @@ def _build_parser() -> argparse.ArgumentParser:
     co.add_argument("--config", type=Path, default=None, help="the station's TOML file (ROIs, trigger)")
     co.add_argument("--into", default="train/good", help="sub-folder of DIR (default train/good)")
     co.add_argument("--count", type=int, default=None, metavar="N", help="stop after N parts")
+    co.add_argument("--ground-truth", type=Path, default=None, metavar="CSV",
+                    help="a labelled recording: crops go to DIR/test/<label> (an evaluation set)")
 
     li = sub.add_parser("listen", help="the reference subscriber: print results, detect gaps, save failed parts")
     li.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5556")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "collect":
             from inspector.collect import run_collect
 
-            return run_collect(args.source, args.out, args.config, args.into, args.count)
+            return run_collect(args.source, args.out, args.config, args.into, args.count, args.ground_truth)
         if args.command == "replay":
             from inspector.replay import run_replay
 

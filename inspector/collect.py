@@ -5,6 +5,10 @@ their crops, cut by the same capture → trigger → crop stages the daemon runs
 the data set folder layout `trainer fit` reads (DIR/train/good by default). A model trained on them has
 seen the camera's optics, lighting, compression and the trigger's framing, not just still photographs.
 Crops keep the ROI's full resolution; the trainer resizes them exactly as the daemon does (INTER_AREA).
+
+With `--ground-truth CSV` (a labelled recording: known good and known bad parts), each crop goes to
+DIR/test/<label> instead, an evaluation set for `trainer evaluate RUN --data DIR` seen through the
+same camera; parts the CSV does not cover are skipped and counted.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from inspector.capture import END, Capture
 from inspector.config import load_config
 from inspector.crop import check_rois, crop, resolve_rois
 from inspector.errors import InspectorError
+from inspector.ground_truth import TruthPart, part_at, read_ground_truth
 from inspector.logs import setup_logging
 from inspector.records import Roi
 from inspector.stats import Stats
@@ -40,14 +45,27 @@ def make_local_trigger(cfg: Any, rois: list[Roi]) -> Trigger:
                          "belt) or \"continuous\" (every Nth frame) in the configuration")
 
 
+LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def _labelled(truth: list[TruthPart], path: Path) -> list[TruthPart]:
+    for t in truth:
+        if not t.label or not set(t.label) <= LABEL_CHARS:
+            raise InspectorError(f"ground truth {path}: part {t.part_id} has label {t.label!r}; labels become "
+                                 "folder names: use letters, digits, _ and - (good, scratch, ...)")
+    return truth
+
+
 def run_collect(source: str, out: Path, config: Path | None = None, into: str = "train/good",
-                count: int | None = None) -> int:
-    """Write one PNG per triggered part and ROI to OUT/INTO; print how many. Returns the exit code."""
+                count: int | None = None, ground_truth: Path | None = None) -> int:
+    """Write one PNG per triggered part and ROI to OUT/INTO (or OUT/test/<label> with ground truth);
+    print how many. Returns the exit code."""
     if count is not None and count < 1:
         raise InspectorError(f"collect: --count must be >= 1, got {count}")
     parts_dir = out / into
     if Path(into).is_absolute() or ".." in Path(into).parts:
         raise InspectorError(f"collect: --into {into!r} must be a folder inside OUT, e.g. train/good")
+    truth = _labelled(read_ground_truth(ground_truth), ground_truth) if ground_truth is not None else None
     if source.isdigit():
         camera: dict[str, Any] = {"source": int(source)}
     else:
@@ -56,14 +74,11 @@ def run_collect(source: str, out: Path, config: Path | None = None, into: str = 
         camera = {"source": source}
     cfg = load_config(config, {"camera": camera})
     setup_logging("warning", cfg.logging.format, cfg.station_id, stream=sys.stderr)
-    try:
-        parts_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InspectorError(f"collect: cannot create {parts_dir}: {e.strerror}") from None
     frames: queue.Queue = queue.Queue(cfg.camera.queue_frames)
     capture = Capture(cfg.camera, frames, Stats(), lossless=True)
     capture.start()
-    written = parts = 0
+    written = parts = unmatched = 0
+    labels: dict[str, int] = {}
     trigger: Trigger | None = None
     rois: list[Roi] = []
     try:
@@ -80,11 +95,15 @@ def run_collect(source: str, out: Path, config: Path | None = None, into: str = 
                     trigger = make_local_trigger(cfg, rois)
                 fired = trigger.update(frame)
             for f in fired[: None if count is None else count - parts]:
-                for roi in rois:
-                    path = parts_dir / f"{f.frame.number:07d}_{roi.name}.png"
-                    if not cv2.imwrite(str(path), crop(f.frame.image, roi)):
-                        raise InspectorError(f"collect: could not write {path}; check free disk space and permissions")
-                    written += 1
+                folder = parts_dir
+                if truth is not None:
+                    match = part_at(truth, f.frame.number)
+                    if match is None:
+                        unmatched += 1
+                        continue
+                    folder = out / "test" / match.label
+                    labels[match.label] = labels.get(match.label, 0) + 1
+                written += _write_crops(folder, f, rois)
                 parts += 1
             if frame is END:
                 break
@@ -94,9 +113,25 @@ def run_collect(source: str, out: Path, config: Path | None = None, into: str = 
         capture.stop()
         capture.consumer_gone()
         capture.join(timeout=5.0)   # let it release the camera or file before the process exits
-    print(f"collected {parts} parts, {written} images -> {parts_dir}")
+    where = parts_dir if truth is None else out / "test"
+    print(f"collected {parts} parts, {written} images -> {where}")
+    if truth is not None:
+        print("  by label: " + ", ".join(f"{k} {n}" for k, n in sorted(labels.items()))
+              + (f"; {unmatched} triggered part(s) outside every ground-truth span, skipped" if unmatched else ""))
     if parts == 0:
         print("no part was triggered: check [[rois]] and [trigger] against the video "
               "(`inspector check-config`)", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_crops(folder: Path, fired: Fired, rois: list[Roi]) -> int:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InspectorError(f"collect: cannot create {folder}: {e.strerror}") from None
+    for roi in rois:
+        path = folder / f"{fired.frame.number:07d}_{roi.name}.png"
+        if not cv2.imwrite(str(path), crop(fired.frame.image, roi)):
+            raise InspectorError(f"collect: could not write {path}; check free disk space and permissions")
+    return len(rois)

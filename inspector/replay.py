@@ -5,10 +5,8 @@ Ground truth is the CSV `trainer synth --video` writes: part_id,first_frame,last
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +14,11 @@ import numpy as np
 
 from inspector.config import load_config
 from inspector.errors import InspectorError
+from inspector.ground_truth import TruthPart, read_ground_truth
 from inspector.logs import setup_logging
 from inspector.pipeline import Pipeline
 from inspector.scoring import open_engine
 from inspector.station import open_station
-
-
-@dataclass(frozen=True)
-class TruthPart:
-    part_id: str
-    first_frame: int
-    last_frame: int
-    center_frame: int
-    label: str  # "good" or the defect type
-
-
-def read_ground_truth(path: Path) -> list[TruthPart]:
-    need = ["part_id", "first_frame", "last_frame", "center_frame", "label"]
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in need if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InspectorError(f"ground truth {path}: missing column(s) {missing}; expected header {','.join(need)}")
-            return [TruthPart(r["part_id"], int(r["first_frame"]), int(r["last_frame"]), int(r["center_frame"]),
-                              r["label"].strip()) for r in reader]
-    except OSError as e:
-        raise InspectorError(f"ground truth {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise InspectorError(f"ground truth {path}: {e}") from None
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:

@@ -75,3 +75,25 @@ def test_a_video_with_no_part_in_the_roi_collects_nothing_and_says_why(tmp_path:
     config.write_text('[[rois]]\nname = "center"\nx = 64\ny = 0\nwidth = 64\nheight = 64\n\n[trigger]\nmode = "presence"\n')
     done = _collect(str(path), "--out", str(tmp_path / "d"), "--config", str(config))
     assert done.returncode == 1 and "collected 0 parts" in done.stdout and "no part was triggered" in done.stderr
+
+
+def test_a_labelled_recording_becomes_an_evaluation_set(tmp_path: Path) -> None:
+    v = write_conveyor_video(tmp_path / "day.avi", n_parts=9)          # every third part defective
+    out = tmp_path / "eval"
+    done = _collect(str(v.video), "--out", str(out), "--config", str(v.video.with_suffix(".toml")),
+                    "--ground-truth", str(v.csv))
+    assert done.returncode == 0, done.stderr
+    assert "by label: defect 3, good 6" in done.stdout
+    for label in ("good", "defect"):
+        frames = sorted(int(f.name.split("_")[0]) for f in (out / "test" / label).iterdir())
+        spans = [(r["first_frame"], r["last_frame"]) for r in v.rows if r["label"] == label]
+        assert len(frames) == len(spans) and all(a <= f <= b for f, (a, b) in zip(frames, spans, strict=True))
+    split = load_split(out, "test", 32, 3, None)                          # what `trainer evaluate --data` reads
+    assert sorted(split.kinds) == ["defect"] * 3 + ["good"] * 6 and list(split.labels).count(1) == 3
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(v.csv.read_text().replace(",good", ",../good", 1))
+    refused = _collect(str(v.video), "--out", str(tmp_path / "x"), "--config", str(v.video.with_suffix(".toml")),
+                       "--ground-truth", str(bad))
+    assert refused.returncode == 2 and "labels become folder names" in refused.stderr
+    assert not (tmp_path / "x").exists()

@@ -245,6 +245,13 @@ def test_video_parts_move_at_the_documented_speed() -> None:
         assert p.visible[0] < p.first_frame < p.center_frame < p.last_frame < p.visible[1]
 
 
+def test_a_video_alone(tmp_path: Path) -> None:
+    video = tmp_path / "good-parts.avi"
+    summary = synthesize(tmp_path / "d", size=32, n_train=0, n_test=0, video=video, parts=2, defect_rate=0.0)
+    assert summary["video"]["defective"] == 0 and len(_read_frames(video)) == summary["video"]["frames"]
+    assert not list((tmp_path / "d").glob("*/*/*.png"))
+
+
 def test_avi_video_is_written_with_mjpg(tmp_path: Path) -> None:
     video = tmp_path / "v.avi"
     summary = synthesize(tmp_path / "d", size=32, n_train=1, n_test=1, video=video, parts=1)

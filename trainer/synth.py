@@ -412,8 +412,9 @@ def _severities(seed: int, kind_id: int, n: int) -> np.ndarray:
 def _check_args(size: int, n_train: int, n_test: int, parts: int, video: Path | None) -> None:
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise DataError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels (got {size}); try --size 128")
-    if n_train < 1 or n_test < 1:
-        raise DataError(f"--n-train and --n-test must be at least 1 (got {n_train} and {n_test})")
+    if n_train < 0 or n_test < 0 or (video is None and (n_train < 1 or n_test < 1)):
+        raise DataError(f"--n-train and --n-test must be at least 1 (got {n_train} and {n_test}); "
+                        "0 and 0 with --video write the video alone")
     if video is not None:
         if parts < 1:
             raise DataError(f"--parts must be at least 1 (got {parts})")

@@ -1,0 +1,40 @@
+"""The ground-truth CSV of a recorded video (what `trainer synth --video` writes):
+`part_id,first_frame,last_frame,center_frame,label`, label `good` or a defect type."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from inspector.errors import InspectorError
+
+
+@dataclass(frozen=True)
+class TruthPart:
+    part_id: str
+    first_frame: int
+    last_frame: int
+    center_frame: int
+    label: str  # "good" or the defect type
+
+
+def read_ground_truth(path: Path) -> list[TruthPart]:
+    need = ["part_id", "first_frame", "last_frame", "center_frame", "label"]
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in need if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InspectorError(f"ground truth {path}: missing column(s) {missing}; expected header {','.join(need)}")
+            return [TruthPart(r["part_id"], int(r["first_frame"]), int(r["last_frame"]), int(r["center_frame"]),
+                              r["label"].strip()) for r in reader]
+    except OSError as e:
+        raise InspectorError(f"ground truth {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise InspectorError(f"ground truth {path}: {e}") from None
+
+
+def part_at(truth: list[TruthPart], frame: int) -> TruthPart | None:
+    """The part whose [first_frame, last_frame] holds `frame`, or None."""
+    return next((t for t in truth if t.first_frame <= frame <= t.last_frame), None)
