@@ -29,20 +29,9 @@ from inspector.ground_truth import TruthPart, part_at, read_ground_truth
 from inspector.logs import setup_logging
 from inspector.records import Roi
 from inspector.stats import Stats
-from inspector.trigger import ContinuousTrigger, Fired, PresenceTrigger, Trigger
+from inspector.trigger import Fired, Trigger, make_trigger
 
 log = structlog.get_logger("inspector.collect")
-
-
-def make_local_trigger(cfg: Any, rois: list[Roi]) -> Trigger:
-    """The configured presence or continuous trigger (an external trigger needs the PLC: not for collecting)."""
-    t = cfg.trigger
-    if t.mode == "continuous":
-        return ContinuousTrigger(t.every_n)
-    if t.mode == "presence":
-        return PresenceTrigger(next((r for r in rois if r.name == t.roi), rois[0]), t)
-    raise InspectorError("collect: trigger.mode is \"external\"; collect with mode \"presence\" (parts on a "
-                         "belt) or \"continuous\" (every Nth frame) in the configuration")
 
 
 LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -73,6 +62,9 @@ def run_collect(source: str, out: Path, config: Path | None = None, into: str = 
             raise InspectorError(f"collect: {source} is neither a video file, a device index nor a stream URL")
         camera = {"source": source}
     cfg = load_config(config, {"camera": camera})
+    if cfg.trigger.mode == "external":
+        raise InspectorError("collect: trigger.mode is \"external\"; collect with mode \"presence\" (parts on a "
+                             "belt) or \"continuous\" (every Nth frame) in the configuration")
     setup_logging("warning", cfg.logging.format, cfg.station_id, stream=sys.stderr)
     frames: queue.Queue = queue.Queue(cfg.camera.queue_frames)
     capture = Capture(cfg.camera, frames, Stats(), lossless=True)
@@ -92,7 +84,7 @@ def run_collect(source: str, out: Path, config: Path | None = None, into: str = 
                     problem = check_rois(rois, frame.image.shape)
                     if problem:
                         raise InspectorError(f"rois: {problem}; fix [[rois]] in the configuration")
-                    trigger = make_local_trigger(cfg, rois)
+                    trigger = make_trigger(cfg.trigger, rois)
                 fired = trigger.update(frame)
             for f in fired[: None if count is None else count - parts]:
                 folder = parts_dir

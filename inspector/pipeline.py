@@ -29,14 +29,7 @@ from inspector.recorder import Recorder
 from inspector.records import Part, Roi
 from inspector.scoring import Engine, score_batch
 from inspector.stats import Stats
-from inspector.trigger import (
-    ContinuousTrigger,
-    ExternalTrigger,
-    ExternalTriggerReceiver,
-    Fired,
-    PresenceTrigger,
-    Trigger,
-)
+from inspector.trigger import ExternalTriggerReceiver, Fired, Trigger, make_trigger
 
 log = structlog.get_logger("inspector.pipeline")
 
@@ -221,7 +214,7 @@ class Pipeline:
                     if problem:
                         raise InspectorError(f"rois: {problem}; fix [[rois]] in the configuration")
                     if trigger is None:
-                        trigger = self._make_trigger(rois)
+                        trigger = make_trigger(self.cfg.trigger, rois, self.receiver)
                 assert trigger is not None and rois is not None
                 for fired in trigger.update(frame):
                     self._emit(fired, rois)
@@ -231,16 +224,6 @@ class Pipeline:
         finally:
             self.capture.consumer_gone()
             self._put(self.parts, END)
-
-    def _make_trigger(self, rois: list[Roi]) -> Trigger:
-        t = self.cfg.trigger
-        if t.mode == "continuous":
-            return ContinuousTrigger(t.every_n)
-        if t.mode == "presence":
-            watched = next((r for r in rois if r.name == t.roi), rois[0])
-            return PresenceTrigger(watched, t)
-        assert self.receiver is not None
-        return ExternalTrigger(self.receiver)
 
     def _emit(self, fired: Fired, rois: list[Roi]) -> None:
         self.stats.part_triggered()

@@ -281,3 +281,15 @@ class ExternalTrigger:
             log.warning("triggers arrived after the last frame", count=left)
             self.receiver.stats.drop("trigger_without_frame", left)
         return []
+
+
+def make_trigger(cfg: TriggerConfig, rois: list[Roi], receiver: ExternalTriggerReceiver | None = None) -> Trigger:
+    """The configured trigger over the frame's ROIs (presence watches `cfg.roi`, else the first one);
+    "external" needs the receiver of the PLC's trigger messages."""
+    if cfg.mode == "continuous":
+        return ContinuousTrigger(cfg.every_n)
+    if cfg.mode == "presence":
+        return PresenceTrigger(next((r for r in rois if r.name == cfg.roi), rois[0]), cfg)
+    if receiver is None:
+        raise ValueError("an external trigger needs its receiver")
+    return ExternalTrigger(receiver)
