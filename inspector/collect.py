@@ -14,12 +14,12 @@ same camera; parts the CSV does not cover are skipped and counted.
 from __future__ import annotations
 
 import queue
+import string
 import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
-import structlog
 
 from inspector.capture import END, Capture
 from inspector.config import load_config
@@ -31,10 +31,7 @@ from inspector.records import Roi
 from inspector.stats import Stats
 from inspector.trigger import Fired, Trigger, make_trigger
 
-log = structlog.get_logger("inspector.collect")
-
-
-LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+LABEL_CHARS = set(string.ascii_letters + string.digits + "_-")   # a label becomes a folder name
 
 
 def _labelled(truth: list[TruthPart], path: Path) -> list[TruthPart]:
