@@ -29,12 +29,17 @@ SHARD_MIN_IMAGES = 2   # a batch is sharded across threads once every thread get
 _ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
 
 
+def available_cores() -> int:
+    """The CPU cores this process may use (its affinity mask where the OS has one)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def default_threads() -> int:
     """Threads for one session: the cores this process may use (ENGINES_ORT_THREADS overrides)."""
     env = os.environ.get("ENGINES_ORT_THREADS")
     if env:
         return max(1, int(env))
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return available_cores()
 
 
 def session_options(threads: int) -> ort.SessionOptions:

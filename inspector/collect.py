@@ -23,7 +23,7 @@ import cv2
 
 from inspector.capture import END, Capture
 from inspector.config import load_config
-from inspector.crop import check_rois, crop, resolve_rois
+from inspector.crop import crop, frame_rois
 from inspector.errors import InspectorError
 from inspector.ground_truth import TruthPart, part_at, read_ground_truth
 from inspector.logs import setup_logging
@@ -77,10 +77,7 @@ def run_collect(source: str, out: Path, config: Path | None = None, into: str = 
                 fired: list[Fired] = trigger.flush() if trigger is not None else []
             else:
                 if trigger is None:
-                    rois = resolve_rois(cfg.rois, frame.image.shape)
-                    problem = check_rois(rois, frame.image.shape)
-                    if problem:
-                        raise InspectorError(f"rois: {problem}; fix [[rois]] in the configuration")
+                    rois = frame_rois(cfg.rois, frame.image.shape)
                     trigger = make_trigger(cfg.trigger, rois)
                 fired = trigger.update(frame)
             for f in fired[: None if count is None else count - parts]:

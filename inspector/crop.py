@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from inspector.config import RoiConfig
+from inspector.errors import InspectorError
 from inspector.records import Roi
 
 
@@ -28,6 +29,15 @@ def check_rois(rois: list[Roi], frame_shape: tuple[int, ...]) -> str | None:
         if r.x + r.width > w or r.y + r.height > h:
             return f"roi {r.name!r} ({r.x},{r.y} {r.width}x{r.height}) lies outside the {w}x{h} frame"
     return None
+
+
+def frame_rois(configured: list[RoiConfig], frame_shape: tuple[int, ...]) -> list[Roi]:
+    """resolve_rois, checked against the frame: InspectorError naming the ROI that does not fit."""
+    rois = resolve_rois(configured, frame_shape)
+    problem = check_rois(rois, frame_shape)
+    if problem:
+        raise InspectorError(f"rois: {problem}; fix [[rois]] in the configuration")
+    return rois
 
 
 def to_model_input(image: np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarray:

@@ -20,7 +20,7 @@ import zmq
 from inspector.batcher import Batcher
 from inspector.capture import END, Capture
 from inspector.config import InspectorConfig
-from inspector.crop import check_rois, crop, resolve_rois, to_model_input
+from inspector.crop import crop, frame_rois, to_model_input
 from inspector.decide import decide, resolve_thresholds
 from inspector.errors import InspectorError
 from inspector.notify import Notifier
@@ -209,10 +209,7 @@ class Pipeline:
                 self.stats.frame_examined()
                 if frame.image.shape != shape:
                     shape = frame.image.shape
-                    rois = resolve_rois(self.cfg.rois, shape)
-                    problem = check_rois(rois, shape)
-                    if problem:
-                        raise InspectorError(f"rois: {problem}; fix [[rois]] in the configuration")
+                    rois = frame_rois(self.cfg.rois, shape)
                     if trigger is None:
                         trigger = make_trigger(self.cfg.trigger, rois, self.receiver)
                 assert trigger is not None and rois is not None

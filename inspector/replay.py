@@ -14,7 +14,7 @@ import numpy as np
 
 from inspector.config import load_config
 from inspector.errors import InspectorError
-from inspector.ground_truth import TruthPart, read_ground_truth
+from inspector.ground_truth import TruthPart, part_at, read_ground_truth
 from inspector.logs import setup_logging
 from inspector.pipeline import Pipeline
 from inspector.scoring import open_engine
@@ -49,7 +49,7 @@ def evaluate(headers: list[dict[str, Any]], truth: list[TruthPart]) -> dict[str,
     spans = sorted(truth, key=lambda t: t.first_frame)
     spurious = 0
     for h in headers:
-        match = next((t for t in spans if t.first_frame <= h["frame"] <= t.last_frame), None)
+        match = part_at(spans, h["frame"])
         if match is None:
             spurious += 1
         else:

@@ -69,8 +69,9 @@ def engine_cpu_threads(cfg: EngineConfig) -> int | None:
         return cfg.cpu_threads
     if os.environ.get("ENGINES_ORT_THREADS"):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    from engines.onnxruntime_engine import available_cores
+
+    return max(1, available_cores() - 1)
 
 
 def score_batch(engine: Engine, parts: list[Part]) -> list[Scored]:

@@ -290,9 +290,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _cpu_count() -> int:
-    import os
+    from engines.onnxruntime_engine import available_cores
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return available_cores()
 
 
 def _argv_of(args: argparse.Namespace) -> list[str]:
