@@ -37,7 +37,8 @@ def _build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, required=True, help="run directory to write")
     f.add_argument("--model", default="ours-proj", help="variant: ours-proj, ours-concat, bigan-proj, egbad, ae, anogan")
     f.add_argument("--epochs", type=int, default=None)
-    f.add_argument("--image-size", type=int, default=64, choices=[32, 64, 128, 256])
+    f.add_argument("--image-size", type=int, default=None, choices=[32, 64, 128, 256],
+                   help="default 64; 32 for an MNIST folder")
     f.add_argument("--channels", type=int, default=None, choices=[1, 3], help="default: the data's own")
     f.add_argument("--mnist-digit", type=int, default=None, help="normal digit for an MNIST IDX folder")
     f.add_argument("--batch-size", type=int, default=None)
