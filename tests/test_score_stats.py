@@ -157,3 +157,38 @@ def test_checkpoints_from_before_the_sigma_rule_keep_the_quantile() -> None:
     stored = new.to_dict()
     del stored["train"]["threshold_rule"]
     assert Config.from_dict(stored).train.threshold_rule == "quantile"
+
+
+def test_pooled_l_r_is_standardised_so_lambda_weighs_like_with_like() -> None:
+    torch.manual_seed(0)
+    kernel = gaussian_kernel(1.0)
+    normals = torch.rand(64, 1, 8, 8) * 0.2 - 0.1
+    x_hat = torch.zeros(64, 1, 8, 8)
+    f_x, f_r = torch.zeros(64, 4), torch.rand(64, 4)
+    maps, l_d = score_terms(normals, x_hat, f_x, f_r, kernel, 0, "mean")
+    stats = ScoreStats(8)
+    stats.fit(maps, l_d, "mean")
+    # on the normal images both terms are now standard scores: mean 0, spread 1
+    only_r, _ = anomaly_score(normals, x_hat, f_x, f_r, 0.0, kernel, "mean", 0, stats)
+    only_d, _ = anomaly_score(normals, x_hat, f_x, f_r, 1.0, kernel, "mean", 0, stats)
+    for s in (only_r, only_d):
+        assert abs(s.mean().item()) < 1e-4 and s.std().item() == pytest.approx(1.0, abs=1e-4)
+    # a map mean averages many pixels, so before this step it spread far less than L_D
+    unpooled = ScoreStats(8)
+    unpooled.fit(maps, l_d)
+    raw_r, _ = anomaly_score(normals, x_hat, f_x, f_r, 0.0, kernel, "mean", 0, unpooled)
+    assert raw_r.std().item() < 0.5
+    # the heat map stays in per-pixel standard scores, whatever the pooling
+    _, amap = anomaly_score(normals, x_hat, f_x, f_r, 0.0, kernel, "mean", 0, stats)
+    _, amap_raw = anomaly_score(normals, x_hat, f_x, f_r, 0.0, kernel, "mean", 0, unpooled)
+    assert torch.allclose(amap, amap_raw)
+
+
+def test_stats_saved_before_l_r_was_standardised_leave_the_score_unchanged() -> None:
+    state = {"map_mean": torch.zeros(1, 4, 4), "map_scale": torch.ones(1, 4, 4),
+             "ld_mean": torch.zeros(()), "ld_scale": torch.ones(())}
+    old = ScoreStats(4)
+    old.load_state_dict(state)
+    assert old.lr_mean.item() == 0.0 and old.lr_scale.item() == 1.0
+    l_r = torch.tensor([0.3, 2.0])
+    assert torch.equal(old.pooled(l_r), l_r)

@@ -168,7 +168,7 @@ def fit_score_stats(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, ba
         return
     det = detector_from(cfg, {k: v for k, v in nets.items() if k != "S"}).eval()
     parts = [det.raw(x[i:i + batch]) for i in range(0, len(x), batch)]
-    stats.fit(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    stats.fit(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), cfg.train.score_reduce)
 
 
 @torch.no_grad()

@@ -6,10 +6,11 @@ All L1 terms are means over elements, so their values do not depend on image or 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from trainer.score_stats import ScoreStats, pool_map
 
 
 def l1_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -115,18 +116,19 @@ def score_terms(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat
 
 def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
                   lam: float, kernel: torch.Tensor, reduce: str = "mean", tolerance: int = 0,
-                  stats: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-                  channels: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """A(x) = (1-λ)·L_R + λ·L_D and the anomaly map (N×H×W, in the score's units).
+                  stats: ScoreStats | None = None, channels: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """A(x) = (1-λ)·L_R + λ·L_D and the anomaly map (N×H×W, in the map's units).
 
     map = the smoothed (tolerant) residual maps of `score_terms`, standardised by `stats` when given
     (ScoreStats), then their max over the channel maps (one map for channels "mean");
-    L_R = the map's mean per image ("mean", the paper) or its max ("max");
+    L_R = the map's mean per image ("mean", the paper) or its max ("max"), standardised by `stats`;
     L_D = mean|f(x) - f(x̂)| over D's feature vector, standardised by `stats` when given.
     """
     maps, l_d = score_terms(x, x_hat, f_x, f_x_hat, kernel, tolerance, channels)
     if stats is not None:
         maps, l_d = stats(maps, l_d)
     amap = maps.amax(dim=1)
-    l_r = amap.flatten(1).mean(dim=1) if reduce == "mean" else amap.flatten(1).amax(dim=1)
+    l_r = pool_map(amap, reduce)
+    if stats is not None:
+        l_r = stats.pooled(l_r)
     return (1.0 - lam) * l_r + lam * l_d, amap
