@@ -153,6 +153,8 @@ def test_fit_cli_writes_the_run(synth_dir: Path, tmp_path: Path) -> None:
     stats = payload["state"]["S"]   # fitted on the training split: not the identity it starts as
     assert stats["map_mean"].shape == (3, 32, 32) and stats["map_mean"].abs().sum() > 0   # one map per channel
     assert (stats["map_scale"] > 0).all() and not torch.equal(stats["map_scale"], torch.ones(3, 32, 32))
+    # the pooled L_R's statistics too, with the score's pooling (F18): not the identity either
+    assert stats["lr_mean"].item() != 0.0 and stats["lr_scale"].item() not in (0.0, 1.0)
     assert payload["threshold"] is not None and payload["metrics"]["threshold_source"].startswith("mean + 3 sd")
     assert payload["config"]["model"]["width"] == 8
     assert len(payload["run"]["val_names"]) == 2
