@@ -264,3 +264,23 @@ def test_random_rotation_turns_each_image_by_at_most_the_bound() -> None:
     assert angles.std() > 5.0                        # and really random, both ways
     assert (angles > 5).any() and (angles < -5).any()
     assert torch.allclose(torch.hypot(cy, cx), torch.full((64,), 11.0), atol=0.6)   # turned, not moved
+
+
+def test_cosine_schedule_sets_each_epochs_rate_and_resumes_on_it(tmp_path: Path) -> None:
+    from trainer.train import epoch_lr
+    t = tiny_config(epochs=4, lr_schedule="cosine").train
+    rates = [epoch_lr(t, e) for e in range(1, 5)]
+    assert rates[0] == pytest.approx(t.lr)                                    # starts at lr
+    assert rates == sorted(rates, reverse=True) and rates[-1] < 0.2 * t.lr    # decays towards 0
+    assert epoch_lr(tiny_config(epochs=4).train, 4) == t.lr                    # constant by default
+    imgs = discs(24, 8)
+    run = fit_arrays(imgs, tiny_config(epochs=3, lr_schedule="cosine"), out=tmp_path / "a", verbose=False)
+    assert [h["lr"] for h in run.history] == pytest.approx([epoch_lr(tiny_config(epochs=3, lr_schedule="cosine").train, e)
+                                                           for e in (1, 2, 3)])
+    algo = Algorithm(tiny_config(epochs=3, lr_schedule="cosine"), build_networks(tiny_config().model), DistInfo())
+    algo.set_epoch(3)
+    assert all(g["lr"] == pytest.approx(run.history[2]["lr"]) for o in algo.opts.values() for g in o.param_groups)
+    fit_arrays(imgs, tiny_config(epochs=2, lr_schedule="cosine"), out=tmp_path / "b", verbose=False)
+    resumed = fit_arrays(imgs, tiny_config(epochs=3, lr_schedule="cosine"), out=tmp_path / "b", resume=True,
+                         verbose=False)
+    assert resumed.history[2]["lr"] == pytest.approx(run.history[2]["lr"])

@@ -38,6 +38,7 @@ class TrainConfig:
     epochs: int = 80             # passes over the training images (~3 min for 400 images at 64 px on 2 CPU cores)
     batch_size: int = 16
     lr: float = 8e-4             # Adam learning rate for E, G and D (paper: 1e-4; docs/detector.md F14)
+    lr_schedule: str = "constant"  # "constant" (paper) or "cosine": lr·½(1 + cos(π·(epoch-1)/epochs)), per epoch
     beta1: float = 0.5           # Adam betas (paper: 0.9, 0.999)
     beta2: float = 0.999
     alpha: float = 0.9           # L_EG = alpha·L_cons + (1-alpha)·L_adv (paper: 0.9; 0 = no consistency)
@@ -118,6 +119,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "pooling": ("sum", "mean"), "cons_reduce": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
     "select": ("val", "last"), "score_normalize": ("none", "pixel"), "score_channels": ("mean", "max"),
     "threshold_rule": ("sigma", "quantile"), "device": ("auto", "cpu", "cuda"),
+    "lr_schedule": ("constant", "cosine"),
 }
 _POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps", "threshold_sigmas",
              "anogan_lr"}

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
 from trainer import checkpoint
-from trainer.config import Config, build_config, with_mnist_defaults
+from trainer.config import Config, TrainConfig, build_config, with_mnist_defaults
 from trainer.errors import UserError
 from trainer.losses import consistency_loss, d_loss, eg_adv_loss, gan_g_loss
 from trainer.models import build_networks, init_weights
@@ -133,6 +133,16 @@ def _frozen(module: nn.Module) -> list[nn.Parameter]:
     return params
 
 
+def epoch_lr(t: TrainConfig, epoch: int) -> float:
+    """The learning rate of a 1-based epoch: constant, or a cosine decay from lr towards 0 over the run.
+
+    A function of the epoch alone, so a resumed run continues on the same schedule.
+    """
+    if t.lr_schedule == "cosine":
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(t.epochs, 1)))
+    return t.lr
+
+
 class Algorithm:
     """One training step of a variant over its networks and Adam optimisers."""
 
@@ -151,6 +161,14 @@ class Algorithm:
         if "D" in nets:
             self.d = wrap(nets["D"])
             self.opts["D"] = torch.optim.Adam(nets["D"].parameters(), **adam)
+
+    def set_epoch(self, epoch: int) -> float:
+        """Set every optimiser's learning rate for this epoch (1-based) by the schedule; returns it."""
+        lr = epoch_lr(self.cfg.train, epoch)
+        for opt in self.opts.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
 
     def step(self, x: torch.Tensor) -> dict[str, float]:
         if self.variant == "ae":
@@ -373,6 +391,7 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
     for epoch in range(start, t.epochs + 1):
         t0 = time.time()
         sampler.set_epoch(epoch)
+        lr = algo.set_epoch(epoch)
         sums: dict[str, float] = {}
         steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=None if info.main else True)
@@ -384,14 +403,14 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
             bar.set_postfix(recon=f"{stats.get('recon', float('nan')):.3f}")
-        rec: dict[str, Any] = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        rec: dict[str, Any] = {"epoch": epoch, "lr": lr, **{k: v / max(steps, 1) for k, v in sums.items()}}
         shipped = average.nets if average is not None else nets   # the weights validation judges
         if t.bn_recalibrate:
             recalibrate_bn(shipped, x_recal)
         rec["val_recon"] = validation_error(shipped, x_val)
         rec["seconds"] = round(time.time() - t0, 2)
         if on_epoch is not None and info.main:
-            rec.update(on_epoch(epoch, nets))
+            rec.update(on_epoch(epoch, shipped))
         val = rec["val_recon"]
         take = t.select == "last" or math.isnan(val) or val < best["val"]
         if take:
