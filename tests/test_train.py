@@ -226,10 +226,12 @@ def test_mnist_defaults_sit_under_explicit_options() -> None:
     assert (cfg.train.epochs, cfg.train.score_reduce, cfg.train.shift, cfg.train.seed) == (40, "mean", 0.0, 3)
     assert cfg.train.lr == pytest.approx(2e-4)
     assert cfg.model.image_size == 32   # a 28-px digit trains at 32 px unless told otherwise
+    assert cfg.model.z_dim == 16        # a narrow code for a one-class digit model (F19) ...
+    assert build_config("ours-proj", with_mnist_defaults({"z_dim": 64}, True)).model.z_dim == 64   # ... unless told
     assert build_config("ours-proj", with_mnist_defaults({"epochs": 7, "image_size": 64}, True)).model.image_size == 64
     assert build_config("ours-proj", with_mnist_defaults({"epochs": 7}, True)).train.epochs == 7
     line = build_config("ours-proj", with_mnist_defaults({"epochs": None, "image_size": None}, False))
-    assert (line.train.epochs, line.train.score_reduce, line.model.image_size) == (80, "max", 64)
+    assert (line.train.epochs, line.train.score_reduce, line.model.image_size, line.model.z_dim) == (80, "max", 64, 100)
 
 
 def test_weight_average_is_what_ships_and_resumes_exactly(tmp_path: Path) -> None:

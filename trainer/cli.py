@@ -42,7 +42,7 @@ def _build_parser() -> argparse.ArgumentParser:
     f.add_argument("--channels", type=int, default=None, choices=[1, 3], help="default: the data's own")
     f.add_argument("--mnist-digit", type=int, default=None, help="normal digit for an MNIST IDX folder")
     f.add_argument("--batch-size", type=int, default=None)
-    f.add_argument("--z-dim", type=int, default=None)
+    f.add_argument("--z-dim", type=int, default=None, help="latent code size; default 100, 16 for an MNIST folder")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="auto, cpu or cuda")
     f.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
