@@ -15,13 +15,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-from sklearn.metrics import roc_auc_score
-
 from trainer import checkpoint
 from trainer.config import build_config, with_mnist_defaults
 from trainer.datasets import load_split
-from trainer.evaluate import score_images
+from trainer.evaluate import image_metrics, score_images
 from trainer.train import fit_arrays, split_validation, to_tensor
 
 
@@ -44,7 +41,6 @@ def main() -> None:
     cfg = build_config(a.model, with_mnist_defaults(overrides, mnist), a.set)
     fit_idx, _ = split_validation(len(train.images), cfg.train.val_fraction, cfg.train.seed)
     x_fit = to_tensor(train.images[fit_idx])
-    kinds = np.asarray(test.kinds)
     curve: list[dict] = []
 
     def hook(epoch: int, nets: dict) -> dict:
@@ -54,12 +50,10 @@ def main() -> None:
         checkpoint.attach_score_stats(cfg, scored)
         checkpoint.fit_score_stats(cfg, scored, x_fit)
         scores = score_images(cfg, scored, test.images)[0]
-        row = {"epoch": epoch, "auroc": round(float(roc_auc_score(test.labels, scores)), 4)}
+        m = image_metrics(test.labels, test.kinds, scores)
+        row = {"epoch": epoch, "auroc": round(m["image_auroc"], 4)}
         if not mnist:
-            good = kinds == "good"
-            for k in sorted(set(test.kinds) - {"good"}):
-                sel = good | (kinds == k)
-                row[k] = round(float(roc_auc_score(test.labels[sel], scores[sel])), 4)
+            row.update({k: round(v, 4) for k, v in m["auroc_per_type"].items()})
         curve.append(row)
         print(json.dumps(row), flush=True)
         return {"test_auroc": row["auroc"]}

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from trainer import checkpoint
 from trainer.checkpoint import detector_from
 from trainer.datasets import load_split
+from trainer.evaluate import image_metrics
 from trainer.train import to_tensor
 
 
@@ -100,15 +100,12 @@ def main() -> None:
         n_layers = sum(isinstance(m, torch.nn.LeakyReLU) for m in det.D.trunk)
         tr = components(det, to_tensor(train.images[fit_idx]))
         te = components(det, to_tensor(test.images))
-        kinds = np.asarray(test.kinds)
         res: dict[str, float] = {}
         for name, s in variants(tr, te, cfg.train.score_reduce, n_layers).items():
-            res[name] = float(roc_auc_score(test.labels, s))
+            m = image_metrics(test.labels, test.kinds, s)
+            res[name] = m["image_auroc"]
             if digit is None:
-                good = kinds == "good"
-                for k in sorted(set(test.kinds) - {"good"}):
-                    sel = good | (kinds == k)
-                    res[f"{name} | {k}"] = float(roc_auc_score(test.labels[sel], s[sel]))
+                res.update({f"{name} | {k}": v for k, v in m["auroc_per_type"].items()})
         table[str(run)] = res
         print(f"== {run}")
         for name, v in res.items():
