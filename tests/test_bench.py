@@ -144,3 +144,29 @@ def test_table_rows_put_plain_methods_first_in_their_order() -> None:
     # as a resumed file may hold them: an ablation, a baseline and variants, in the order they were run
     ran = ["ours-proj [ema=0]", "pca", "ae", "ours-proj", "knn", "ae [shift=0]"]
     assert row_order(ran) == ["ours-proj", "ae", "pca", "knn", "ours-proj [ema=0]", "ae [shift=0]"]
+
+
+def test_merge_joins_benches_run_apart_without_overwriting(mnist: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["bench", str(mnist), "--out", str(a), "--models", "pca", "--mnist-digits", "0"]) == 0
+    assert main(["bench", str(mnist), "--out", str(b), "--models", "pca,knn", "--mnist-digits", "0-1"]) == 0
+    mine = json.loads((a / "results.json").read_text())["records"][0]
+    capsys.readouterr()
+    assert main(["bench", str(mnist), "--out", str(a), "--mnist-digits", "0-1", "--merge", str(b)]) == 0
+    assert "3 records added, 1 already in" in capsys.readouterr().out
+    records = json.loads((a / "results.json").read_text())["records"]
+    assert sorted((r["dataset"], r["method"]) for r in records) == [
+        ("digit_0", "knn"), ("digit_0", "pca"), ("digit_1", "knn"), ("digit_1", "pca")]
+    assert records[0] == mine                                   # the record already there is kept as it was
+    md = (a / "results.md").read_text()
+    assert "| method | 0 | 1 | mean | train s |" in md and "| knn |" in md
+    # Merging again adds nothing; a folder without results and --out itself are one-line errors.
+    assert main(["bench", str(mnist), "--out", str(a), "--mnist-digits", "0-1", "--merge", str(b / "results.json")]) == 0
+    assert len(json.loads((a / "results.json").read_text())["records"]) == 4
+    capsys.readouterr()
+    for other in (tmp_path / "nothing", a):
+        assert main(["bench", str(mnist), "--out", str(a), "--mnist-digits", "0-1", "--merge", str(other)]) == 2
+        err = capsys.readouterr().err
+        assert "--merge" in err or "no results.json" in err
+        assert "Traceback" not in err and err.count("\n") == 1

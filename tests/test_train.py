@@ -286,3 +286,38 @@ def test_cosine_schedule_sets_each_epochs_rate_and_resumes_on_it(tmp_path: Path)
     resumed = fit_arrays(imgs, tiny_config(epochs=3, lr_schedule="cosine"), out=tmp_path / "b", resume=True,
                          verbose=False)
     assert resumed.history[2]["lr"] == pytest.approx(run.history[2]["lr"])
+
+
+def test_corrupt_adds_noise_and_erases_one_square_per_image_only_when_asked() -> None:
+    from trainer.train import corrupt
+    x = to_tensor(discs(16, 9))
+    assert corrupt(x, 0.0, 0.0) is x                            # off by default: the paper's clean input
+    torch.manual_seed(0)
+    noisy = corrupt(x, 0.2, 0.0)
+    assert (noisy - x).std().item() == pytest.approx(0.2, rel=0.1)
+    torch.manual_seed(0)
+    erased = corrupt(x, 0.0, 0.5)
+    assert not torch.equal(erased, x) and torch.equal(x, to_tensor(discs(16, 9)))   # x itself untouched
+    for i in range(16):
+        changed = (erased[i, 0] != x[i, 0])
+        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+        if len(rows):                                           # one square, at most half the side
+            assert rows.max() - rows.min() < 16 and cols.max() - cols.min() < 16
+            assert torch.allclose(erased[i, 0][changed], x[i].mean().expand(int(changed.sum())))
+
+
+def test_denoising_step_reconstructs_towards_the_clean_image() -> None:
+    """With input corruption E sees a noisy image, yet the loss pulls G(E(·)) towards the clean x."""
+    cfg = tiny_config("ae", input_noise=0.3)
+    torch.manual_seed(0)
+    nets = build_networks(cfg.model)
+    algo = Algorithm(cfg, nets, DistInfo())
+    x = to_tensor(discs(8, 2))
+    seen: list[torch.Tensor] = []
+    hook = nets["E"].register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    first = algo.step(x)["recon"]
+    hook.remove()
+    assert (seen[0] - x).abs().mean() > 0.1                    # E was fed the corrupted image
+    for _ in range(5):
+        last = algo.step(x)["recon"]
+    assert last < first                                          # recon = |x_clean - G(E(x_noisy))|

@@ -141,6 +141,28 @@ class ResultsFile:
 
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)
+        self._write()
+
+    def merge(self, other: Path) -> tuple[int, int]:
+        """Add another bench's records (its folder or results.json) that this file lacks: (added, skipped).
+
+        A record whose key (data set, row, seed) is already here is skipped, never overwritten.
+        """
+        path = other / "results.json" if other.is_dir() else other
+        if not path.is_file():
+            raise UserError(f"{other}: no results.json of trainer bench there; name a bench --out folder")
+        try:
+            records = json.loads(path.read_text())["records"]
+            keys = [record_key(r["dataset"], r["method"], r["seed"]) for r in records]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path} is not a results file of trainer bench") from None
+        done = self.done()
+        fresh = [r for r, k in zip(records, keys, strict=True) if k not in done]
+        self.records.extend(fresh)
+        self._write()
+        return len(fresh), len(records) - len(fresh)
+
+    def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"schema": RESULTS_SCHEMA, "meta": self.meta, "records": self.records}, indent=1))
         tmp.replace(self.path)
@@ -270,6 +292,8 @@ def run_bench(args: argparse.Namespace) -> int:
     meta = {"machine": f"{platform.machine()}, {_cpu_count()} CPU cores, Python {platform.python_version()}",
             "data": str(data_dir), "image_size": image_size, "epochs": args.epochs}
     results = ResultsFile(out / "results.json", meta)
+    if args.merge:
+        return merge_benches(out, results, args.merge, mnist)
     sets = tuple(args.set)
     build_config("ours-proj", None, list(sets))  # a bad --set fails now, not after hours of training
     jobs = plan_jobs(data_dir, methods, digits, args.seeds, sets)
@@ -286,6 +310,20 @@ def run_bench(args: argparse.Namespace) -> int:
         if results.records:
             write_report(out, results, mnist, command)
     print((out / "results.md").read_text())
+    return 0
+
+
+def merge_benches(out: Path, results: ResultsFile, others: list[Path], mnist: bool) -> int:
+    """`trainer bench DATA --out DIR --merge OTHER...`: one table from benches that ran apart."""
+    for other in others:
+        if other.resolve() == out.resolve():
+            raise UserError(f"--merge {other} is --out itself; name the other bench folders")
+    for other in others:
+        added, skipped = results.merge(other)
+        print(f"merged {other}: {added} records added, {skipped} already in {out} (kept as they were)")
+    if results.records:
+        write_report(out, results, mnist, f"trainer bench (merged from {', '.join(map(str, others))})")
+        print((out / "results.md").read_text())
     return 0
 
 

@@ -67,6 +67,9 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, default=1)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training option for the trained methods; the rows are labelled with it (ablations)")
+    b.add_argument("--merge", type=Path, nargs="+", default=None, metavar="OTHER",
+                   help="instead of running: add the records of other bench folders (or their results.json), "
+                        "e.g. benches run in parallel on other digits, to --out and rewrite its report")
     return p
 
 

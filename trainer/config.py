@@ -60,6 +60,10 @@ class TrainConfig:
     shift: float = 0.06          # random translation of training images, up to this fraction of the size
     #                              (a trigger never centres a moving part exactly; normals stay normal); 0 = off
     rotate: float = 0.0          # random rotation of training images by up to ± this many degrees; 0 = off
+    input_noise: float = 0.0     # denoising: E sees x + N(0, this²) (x in [-1, 1]) and G(E(·)) must give back the
+    #                              clean x; the score sees clean images; 0 = off (paper)
+    input_erase: float = 0.0     # inpainting: E sees x with a random square of up to this fraction of the side
+    #                              filled by the image's mean, G(E(·)) must give back the whole x; 0 = off (paper)
     val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
     select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
     anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
@@ -124,7 +128,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 }
 _POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps", "threshold_sigmas",
              "anogan_lr"}
-_UNIT = {"alpha", "lam", "val_fraction", "shift", "threshold_quantile", "beta1", "beta2", "ema"}
+_UNIT = {"alpha", "lam", "val_fraction", "shift", "input_noise", "input_erase", "threshold_quantile", "beta1", "beta2", "ema"}
 
 
 @dataclass

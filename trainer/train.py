@@ -78,6 +78,25 @@ def random_rotation(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def corrupt(x: torch.Tensor, noise: float, erase: float) -> torch.Tensor:
+    """What E sees in training when the reconstruction path is a denoising / inpainting one: x plus
+    Gaussian noise of std `noise`, then in each image a random square of side up to `erase` × the size
+    filled with that image's mean (per channel). Both 0: x itself. Torch's global generator (seeded per epoch).
+    """
+    if noise <= 0 and erase <= 0:
+        return x
+    out = x + noise * torch.randn_like(x) if noise > 0 else x.clone()
+    if erase > 0:
+        n, _, h, w = x.shape
+        fill = x.mean(dim=(2, 3))
+        sides = (torch.rand(n) * erase * min(h, w)).round().long().clamp(min=1).tolist()
+        for i, side in enumerate(sides):
+            y0 = int(torch.randint(0, h - side + 1, ()))
+            x0 = int(torch.randint(0, w - side + 1, ()))
+            out[i, :, y0:y0 + side, x0:x0 + side] = fill[i].view(-1, 1, 1)
+    return out
+
+
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of n training images into (train, held-out normal) index arrays."""
     n_val = int(round(n * fraction)) if n >= 10 else 0
@@ -119,6 +138,7 @@ class EGPair(nn.Module):
         self.E, self.G = E, G
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """x is what E sees (the corrupted image when training denoises); the consistency target is the clean one."""
         z_hat = self.E(x)
         if z is None:  # autoencoder: no prior path
             return z_hat, self.G(z_hat)
@@ -180,7 +200,7 @@ class Algorithm:
     def _step_bigan(self, x: torch.Tensor) -> dict[str, float]:
         t, D = self.cfg.train, self.nets["D"]
         z = torch.randn(x.shape[0], self.cfg.model.z_dim, device=x.device)
-        z_hat, x_tilde, x_hat, z_tilde = self.eg(x, z)
+        z_hat, x_tilde, x_hat, z_tilde = self.eg(corrupt(x, t.input_noise, t.input_erase), z)
         # D: (x, E(x)) is real, (G(z), z) is fake.
         logits = self.d(torch.cat([x, x_tilde.detach()]), torch.cat([z_hat.detach(), z]))
         real, fake = logits.chunk(2)
@@ -204,7 +224,8 @@ class Algorithm:
                 "d_real": real.mean().item(), "d_fake": fake.mean().item()}
 
     def _step_ae(self, x: torch.Tensor) -> dict[str, float]:
-        z_hat, x_hat = self.eg(x, None)
+        t = self.cfg.train
+        z_hat, x_hat = self.eg(corrupt(x, t.input_noise, t.input_erase), None)
         recon = (x - x_hat).abs().mean()
         self.opts["EG"].zero_grad(set_to_none=True)
         recon.backward()
