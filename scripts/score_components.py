@@ -34,7 +34,7 @@ def signals(det, x: torch.Tensor, batch: int = 256) -> dict[str, np.ndarray]:
         z = det.E(xb)
         f_x = det.D.features(xb, z) if det.D is not None else xb.new_zeros(len(xb), 1)
         f_r = det.D.features(recon, z) if det.D is not None else f_x
-        maps, l_d = det.raw(xb)
+        maps, l_d, _, _ = det.raw(xb)
         parts = {"shipped": score, "z": z, "f": f_x, "l_d": l_d, "map_mean": maps.flatten(1).mean(1),
                  "sq_mean": (xb - recon).pow(2).flatten(1).mean(1), "fdiff": (f_x - f_r)}
         if det.D is not None:
@@ -75,6 +75,7 @@ def main() -> None:
         for k in ("z", "f", "fdiff"):
             cand_tr[f"maha_{k}"], cand_te[f"maha_{k}"] = mahalanobis(s_tr[k], s_te[k])
         std = {k: (cand_te[k] - cand_tr[k].mean()) / (cand_tr[k].std() + 1e-12) for k in cand_te}
+        np.savez(run / "score_components.npz", labels=y, **{f"test_{k}": v for k, v in std.items()})
         for k in list(std):
             if k != "shipped":
                 for w in (0.25, 1.0):

@@ -101,10 +101,14 @@ class Detector(nn.Module):
     def __init__(self, E: nn.Module, G: nn.Module, D: nn.Module | None, lam: float, sigma: float,
                  reduce: str = "mean", spec: dict[str, Any] | None = None, threshold: float | None = None,
                  variant: str = "ours-proj", metrics: dict[str, Any] | None = None, tolerance: int = 0,
-                 stats: ScoreStats | None = None, channels: str = "mean") -> None:
+                 stats: ScoreStats | None = None, channels: str = "mean", pair_weight: float = 0.0,
+                 code_weight: float = 0.0) -> None:
         super().__init__()
         self.E, self.G, self.D = E, G, D
         self.lam = float(lam) if D is not None else 0.0
+        # The extra terms need their statistics (and L_P a D); without them they are off.
+        self.pair_weight = float(pair_weight) if D is not None and stats is not None else 0.0
+        self.code_weight = float(code_weight) if stats is not None else 0.0
         self.reduce = reduce
         self.tolerance = int(tolerance)
         self.channels = channels
@@ -116,26 +120,33 @@ class Detector(nn.Module):
         self.metrics = metrics or {}
         self.eval()
 
-    def _reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(G(E(x)), f(x), f(G(E(x)))); the features are zeros without a D."""
+    def _reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(E(x), G(E(x)), f(x), f(G(E(x)))); the features are zeros without a D."""
         z = self.E(x)
         recon = self.G(z)
         if self.D is None:
             f_x = f_r = x.new_zeros(x.shape[0], 1)
         else:
             f_x, f_r = self.D.features(x, z), self.D.features(recon, z)
-        return recon, f_x, f_r
+        return z, recon, f_x, f_r
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        recon, f_x, f_r = self._reconstruct(x)
+        z, recon, f_x, f_r = self._reconstruct(x)
         score, amap = anomaly_score(x, recon, f_x, f_r, self.lam, self.kernel, self.reduce, self.tolerance,
                                     self.stats, self.channels)
+        if self.pair_weight > 0:   # D's verdict on (x, E(x)): a normal pair is what D learnt to call real
+            score = score + self.pair_weight * self.stats.pair(-self.D.judge(f_x, z))
+        if self.code_weight > 0:   # how unlike the normal images' codes E(x) is
+            score = score + self.code_weight * self.stats.code(z)
         return score, recon, amap
 
-    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The unstandardised maps (N×K×H×W) and L_D (N): what ScoreStats.fit learns from."""
-        recon, f_x, f_r = self._reconstruct(x)
-        return score_terms(x, recon, f_x, f_r, self.kernel, self.tolerance, self.channels)
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What ScoreStats learns from: the unstandardised maps (N×K×H×W), L_D (N), the codes E(x)
+        (N×z_dim) and L_P = -D(x, E(x)) (N; zeros without a D)."""
+        z, recon, f_x, f_r = self._reconstruct(x)
+        maps, l_d = score_terms(x, recon, f_x, f_r, self.kernel, self.tolerance, self.channels)
+        l_p = -self.D.judge(f_x, z) if self.D is not None else x.new_zeros(x.shape[0])
+        return maps, l_d, z, l_p
 
 
 def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | None = None,
@@ -150,14 +161,14 @@ def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | No
     return Detector(nets["E"], nets["G"], nets.get("D"), cfg.train.lam, smoothing_sigma(cfg),
                     cfg.train.score_reduce, input_spec(cfg), threshold, cfg.model.variant, metrics,
                     cfg.train.score_tolerance, stats if isinstance(stats, ScoreStats) else None,
-                    cfg.train.score_channels)
+                    cfg.train.score_channels, cfg.train.score_pair_weight, cfg.train.score_code_weight)
 
 
 def attach_score_stats(cfg: Config, nets: dict[str, nn.Module]) -> None:
     """Add nets["S"], identity ScoreStats, when the config standardises scores and the variant has an E."""
     if cfg.train.score_normalize == "pixel" and "E" in nets:
         maps = cfg.model.channels if cfg.train.score_channels == "max" else 1
-        nets["S"] = ScoreStats(cfg.model.image_size, maps)
+        nets["S"] = ScoreStats(cfg.model.image_size, maps, cfg.model.z_dim)
 
 
 @torch.no_grad()
@@ -168,7 +179,10 @@ def fit_score_stats(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, ba
         return
     det = detector_from(cfg, {k: v for k, v in nets.items() if k != "S"}).eval()
     parts = [det.raw(x[i:i + batch]) for i in range(0, len(x), batch)]
-    stats.fit(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), cfg.train.score_reduce)
+    maps, l_d, z, l_p = (torch.cat([p[k] for p in parts]) for k in range(4))
+    stats.fit(maps, l_d, cfg.train.score_reduce)
+    stats.fit_code(z)
+    stats.fit_pair(l_p)
 
 
 @torch.no_grad()

@@ -54,6 +54,10 @@ class TrainConfig:
     #                              training images' mean and spread (trainer/score_stats.py); "none" (paper)
     score_channels: str = "max"  # "max": each colour channel's residual map scored (standardised) on its own,
     #                              the map is their max (a defect in one channel counts whole); "mean" (paper)
+    score_pair_weight: float = 0.0  # A += this · L_P, D's verdict on the pair: -D(x, E(x)) standardised on the normal
+    #                              images (EGBAD's cross-entropy score); needs score_normalize=pixel; 0 = off (paper)
+    score_code_weight: float = 0.0  # A += this · L_Z, the Mahalanobis distance of E(x) to the normal images' codes,
+    #                              standardised; needs score_normalize=pixel; 0 = off (paper)
     ema: float = 0.99            # decay per step of an exponential moving average of E, G and D's weights,
     #                              which then is what gets validated and shipped; 0 = off (the last weights)
     bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
@@ -91,6 +95,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "d_batchnorm": True, "pooling": "sum", "loss": "bce", "lr": 1e-4, "beta1": 0.9, "beta2": 0.999,
     "latent_bound": 0.0, "alpha": 0.9, "cons_reduce": "sum", "score_reduce": "mean", "bn_recalibrate": False,
     "shift": 0.0, "score_tolerance": 0, "score_normalize": "none", "score_channels": "mean",
+    "score_pair_weight": 0.0, "score_code_weight": 0.0,
 }
 
 # Checkpoints written before an option existed behave as they did then: a stored config that lacks
@@ -110,7 +115,7 @@ LEGACY_SCORE = {"score_tolerance": 0, "score_normalize": "none", "score_channels
 # 16-number code keeps the model to the normal class. The score is the folders' (λ 0.1, ±1 px
 # tolerance): on real digits it beat F18's λ 0.5 and plain residual, chosen on garments (F19).
 MNIST_OVERRIDES: dict[str, Any] = {"image_size": 32, "score_reduce": "mean", "shift": 0.0, "epochs": 40, "lr": 2e-4,
-                                   "z_dim": 16}
+                                   "z_dim": 16, "score_pair_weight": 1.0, "score_code_weight": 1.0}
 
 
 def with_mnist_defaults(overrides: dict[str, Any], mnist: bool) -> dict[str, Any]:
@@ -196,6 +201,8 @@ def _validate(key: str, value: Any) -> None:
         raise UserError(f"bad value for rotate: {value!r}; it must be 0-180 degrees (0 = off)")
     if key == "smooth_sigma" and value < 0:
         raise UserError(f"bad value for smooth_sigma: {value!r}; it must be >= 0 (0 = image_size/64)")
+    if key in ("score_pair_weight", "score_code_weight") and not 0.0 <= value <= 10.0:
+        raise UserError(f"bad value for {key}: {value!r}; it must lie in 0..10 (0 = off)")
     if key == "latent_bound" and value < 0:
         raise UserError(f"bad value for latent_bound: {value!r}; it must be >= 0 (0 = unbounded)")
 
@@ -247,6 +254,10 @@ def build_config(variant: str = "ours-proj", overrides: dict[str, Any] | None = 
         if key == "variant":
             raise UserError("choose the variant with --model, not --set variant=...")
         set_option(cfg, key, value)
+    t = cfg.train
+    if t.score_normalize == "none" and (t.score_pair_weight > 0 or t.score_code_weight > 0):
+        raise UserError("score_pair_weight and score_code_weight weigh standardised terms: with score_normalize=none "
+                        "also --set score_pair_weight=0 --set score_code_weight=0")
     return cfg
 
 

@@ -109,11 +109,14 @@ class Discriminator(nn.Module):
             return self.pooled(x)
         return self.joint(torch.cat([self.trunk(x).flatten(1), self.z_mlp(z)], dim=1))
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def judge(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The logit from f = features(x, z): D's verdict without running its trunk again."""
         if self.join == "projection":
-            h = self.pooled(x)
-            return self.f1(h).squeeze(1) + (self.fz(h) * z).sum(dim=1)
-        return self.out(self.features(x, z)).squeeze(1)
+            return self.f1(f).squeeze(1) + (self.fz(f) * z).sum(dim=1)
+        return self.out(f).squeeze(1)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.judge(self.features(x, z), z)
 
 
 class ImageDiscriminator(nn.Module):
