@@ -97,7 +97,8 @@ def test_exported_graph_carries_the_terms_in_fp32_and_fp16(tmp_path: Path) -> No
     cfg, nets = _detector(sets=("score_pair_weight=1", "score_code_weight=1"))
     det = checkpoint.detector_from(cfg, nets, threshold=1.0, strip_sn=True)
     out = tmp_path / "m.onnx"
-    export_detector(det, out)                                          # checks ORT against torch itself
+    manifest = export_detector(det, out)                               # checks ORT against torch itself
+    assert manifest.metrics["score_terms"] == {"pair_weight": 1.0, "code_weight": 1.0}
     images = sample_images(6, 32, 1, seed=3)
     with torch.no_grad():
         ref = det(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1)[0].numpy()

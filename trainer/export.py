@@ -217,7 +217,9 @@ def export_detector(detector: nn.Module, out: str | Path, check_images: np.ndarr
         inputs=inputs, outputs=outputs, image_size=size, channels=channels,
         color_order="BGR" if channels == 3 else "GRAY",
         threshold=None if threshold is None else float(threshold), lambda_=float(getattr(detector, "lam", 0.0)),
-        metrics=_jsonable({**(getattr(detector, "metrics", None) or {}), "export_parity": figures}),
+        metrics=_jsonable({**(getattr(detector, "metrics", None) or {}), "export_parity": figures,
+                           "score_terms": {"pair_weight": float(getattr(detector, "pair_weight", 0.0)),
+                                           "code_weight": float(getattr(detector, "code_weight", 0.0))}}),
         producer=producer_versions())
     write_manifest(manifest, out)
     return manifest
