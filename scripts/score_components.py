@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from trainer import checkpoint
 from trainer.checkpoint import detector_from
-from trainer.datasets import load_split
+from trainer.evaluate import run_splits
 from trainer.train import to_tensor
 
 
@@ -59,12 +59,7 @@ def main() -> None:
         payload = checkpoint.load(run)
         cfg, nets = checkpoint.build_networks_from(payload)
         det = detector_from(cfg, nets).eval()
-        info = payload["run"]
-        digit = info.get("mnist_digit")
-        train = load_split(info["data_dir"], "train", cfg.model.image_size, cfg.model.channels, digit)
-        held = set(info["val_indices"])
-        x_fit = to_tensor(train.images[[i for i in range(len(train.images)) if i not in held]])
-        test = load_split(info["data_dir"], "test", cfg.model.image_size, cfg.model.channels, digit)
+        x_fit, test = run_splits(payload, cfg)
         s_tr, s_te = signals(det, x_fit), signals(det, to_tensor(test.images))
         y = test.labels
         cand_tr: dict[str, np.ndarray] = {}

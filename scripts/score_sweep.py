@@ -17,9 +17,7 @@ import numpy as np
 
 from trainer import checkpoint
 from trainer.config import replace
-from trainer.datasets import load_split
-from trainer.evaluate import image_metrics, score_images
-from trainer.train import to_tensor
+from trainer.evaluate import image_metrics, run_splits, score_images
 
 
 def aurocs(test, scores: np.ndarray) -> dict[str, float]:
@@ -38,12 +36,7 @@ def main() -> None:
     for run in a.runs:
         payload = checkpoint.load(run)
         cfg, nets = checkpoint.build_networks_from(payload)
-        info = payload["run"]
-        digit = info.get("mnist_digit")
-        train = load_split(info["data_dir"], "train", cfg.model.image_size, cfg.model.channels, digit)
-        held = set(info["val_indices"])
-        x_fit = to_tensor(train.images[[i for i in range(len(train.images)) if i not in held]])
-        test = load_split(info["data_dir"], "test", cfg.model.image_size, cfg.model.channels, digit)
+        x_fit, test = run_splits(payload, cfg)
         for label in ["shipped", *a.tries]:
             changes = {} if label == "shipped" else dict(item.split("=", 1) for item in label.split())
             var = replace(cfg, **changes)

@@ -130,6 +130,19 @@ def _held_out_scores(payload: dict[str, Any], cfg: Config, nets: dict[str, nn.Mo
     return score_images(cfg, nets, train.images[np.asarray(idx)])[0]
 
 
+def run_splits(payload: dict[str, Any], cfg: Config) -> tuple[torch.Tensor, Any]:
+    """A run's training images less its held-out ones (N×C×H×W in [-1, 1]: what its score statistics were
+    fitted on) and its test split (ImageSet), from the data folder and indices the checkpoint records."""
+    from trainer.datasets import load_split
+
+    info = payload["run"]
+    digit = info.get("mnist_digit")
+    train = load_split(info["data_dir"], "train", cfg.model.image_size, cfg.model.channels, digit)
+    held = set(info["val_indices"])
+    x_fit = to_tensor(train.images[[i for i in range(len(train.images)) if i not in held]])
+    return x_fit, load_split(info["data_dir"], "test", cfg.model.image_size, cfg.model.channels, digit)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """CLI entry: metrics.json, roc.png, score_hist.png, examples.png in RUN_DIR; threshold into model.pt."""
     from trainer.datasets import load_split
