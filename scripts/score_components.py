@@ -31,15 +31,14 @@ def signals(det, x: torch.Tensor, batch: int = 256) -> dict[str, np.ndarray]:
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         score, recon, _ = det(xb)
-        z = det.E(xb)
+        maps, l_d, z, l_p = det.raw(xb)
         f_x = det.D.features(xb, z) if det.D is not None else xb.new_zeros(len(xb), 1)
         f_r = det.D.features(recon, z) if det.D is not None else f_x
-        maps, l_d, _, _ = det.raw(xb)
         parts = {"shipped": score, "z": z, "f": f_x, "l_d": l_d, "map_mean": maps.flatten(1).mean(1),
                  "sq_mean": (xb - recon).pow(2).flatten(1).mean(1), "fdiff": (f_x - f_r)}
         if det.D is not None:
-            parts["d_logit"] = -det.D(xb, z)
-            parts["d_logit_recon"] = -det.D(recon, z)
+            parts["d_logit"] = l_p                              # L_P = -D(x, E(x)), as the score has it
+            parts["d_logit_recon"] = -det.D.judge(f_r, z)
         for k, v in parts.items():
             out.setdefault(k, []).append(v.double().cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
