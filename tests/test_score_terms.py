@@ -16,7 +16,7 @@ from sklearn.covariance import LedoitWolf
 
 from engines.fp16 import write_fp16
 from trainer import checkpoint
-from trainer.config import build_config
+from trainer.config import build_config, replace
 from trainer.errors import UserError
 from trainer.export import export_detector, sample_images
 from trainer.models import build_networks
@@ -116,3 +116,9 @@ def test_configuration_checks_the_terms() -> None:
         build_config("ours-proj", None, ["score_pair_weight=-1"])
     paper = build_config("ours-proj", {"score_pair_weight": 1.0, "score_code_weight": 1.0}, ["recipe=paper"])
     assert paper.train.score_pair_weight == 0.0 and paper.train.score_code_weight == 0.0
+    # A copy changed by name (the study scripts' way) is held to the same rule, the original untouched.
+    mnist_like = build_config("ours-proj", {"score_code_weight": 1.0})
+    with pytest.raises(UserError, match="score_normalize=none"):
+        replace(mnist_like, score_normalize="none")
+    assert replace(mnist_like, score_normalize="none", score_code_weight=0.0).train.score_normalize == "none"
+    assert mnist_like.train.score_normalize == "pixel"

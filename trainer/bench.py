@@ -279,13 +279,13 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError("--epochs must be at least 1")
     layout = detect_layout(data_dir)  # raises DataError for a missing or unrecognised folder
     mnist = layout == "mnist"
-    if mnist and args.mnist_digits is None:
+    if mnist and args.mnist_digits is None and not args.merge:  # merging trains nothing: no digits needed
         raise UserError(f"{data_dir} holds MNIST IDX files: say which normal digits with --mnist-digits 0-9")
     if not mnist and args.mnist_digits is not None:
         raise UserError(f"--mnist-digits applies to MNIST IDX folders; {data_dir} is a {layout} folder")
     if layout == "plain":
         raise UserError(f"{data_dir} has good images only; a benchmark needs a test split (MVTec layout or MNIST)")
-    digits = parse_digits(args.mnist_digits) if mnist else None
+    digits = parse_digits(args.mnist_digits) if mnist and args.mnist_digits is not None else None
     image_size = args.image_size or (32 if mnist else 64)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -254,11 +254,16 @@ def build_config(variant: str = "ours-proj", overrides: dict[str, Any] | None = 
         if key == "variant":
             raise UserError("choose the variant with --model, not --set variant=...")
         set_option(cfg, key, value)
+    check_consistent(cfg)
+    return cfg
+
+
+def check_consistent(cfg: Config) -> None:
+    """Options that are each valid but not together: a UserError naming the fix."""
     t = cfg.train
     if t.score_normalize == "none" and (t.score_pair_weight > 0 or t.score_code_weight > 0):
         raise UserError("score_pair_weight and score_code_weight weigh standardised terms: with score_normalize=none "
                         "also --set score_pair_weight=0 --set score_code_weight=0")
-    return cfg
 
 
 def replace(cfg: Config, **changes: Any) -> Config:
@@ -266,4 +271,5 @@ def replace(cfg: Config, **changes: Any) -> Config:
     new = Config(model=dataclasses.replace(cfg.model), train=dataclasses.replace(cfg.train))
     for key, value in changes.items():
         set_option(new, key, value)
+    check_consistent(new)
     return new
