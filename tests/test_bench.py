@@ -98,9 +98,23 @@ def test_mnist_bench_has_a_column_per_digit_and_a_mean(mnist: Path, tmp_path: Pa
     assert "| method | 0 | 1 | mean | train s |" in md
 
 
+def test_first_seed_runs_later_seeds_alone_and_merges_into_one_row(line: Path, tmp_path: Path) -> None:
+    # Two benches run the seeds of one row apart (0, then 1-2); merged they are one row over three seeds.
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["bench", str(line), "--out", str(a), "--models", "knn"]) == 0
+    assert main(["bench", str(line), "--out", str(b), "--models", "knn", "--first-seed", "1", "--seeds", "2"]) == 0
+    seeds_b = sorted(r["seed"] for r in json.loads((b / "results.json").read_text())["records"])
+    assert seeds_b == [1, 2]
+    assert "--first-seed 1" in (b / "results.md").read_text()
+    assert main(["bench", str(line), "--out", str(a), "--merge", str(b)]) == 0
+    records = json.loads((a / "results.json").read_text())["records"]
+    assert sorted(r["seed"] for r in records) == [0, 1, 2]
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--models", "pca,nope"], "unknown method"),
     (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--first-seed", "-1"], "--first-seed must be 0 or more"),
     (["--mnist-digits", "0-9"], "--mnist-digits applies to MNIST"),
 ])
 def test_bench_cli_errors_are_one_line(line: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -76,12 +76,13 @@ def parse_digits(text: str) -> list[int]:
 
 
 def plan_jobs(data_dir: Path, methods: list[str], digits: list[int] | None, seeds: int,
-              sets: tuple[str, ...] = ()) -> list[Job]:
+              sets: tuple[str, ...] = (), first_seed: int = 0) -> list[Job]:
     if digits is None:
         datasets: list[tuple[str, int | None]] = [(data_dir.resolve().name, None)]
     else:
         datasets = [(f"digit_{d}", d) for d in digits]
-    return [Job(name, m, s, d, sets) for name, d in datasets for m in methods for s in range(seeds)]
+    return [Job(name, m, s, d, sets) for name, d in datasets for m in methods
+            for s in range(first_seed, first_seed + seeds)]
 
 
 def score_method(job: Job, train: ImageSet, test: ImageSet, image_size: int, epochs: int | None
@@ -275,6 +276,8 @@ def run_bench(args: argparse.Namespace) -> int:
     methods = parse_methods(args.models)
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if args.first_seed < 0:
+        raise UserError("--first-seed must be 0 or more")
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     layout = detect_layout(data_dir)  # raises DataError for a missing or unrecognised folder
@@ -296,7 +299,7 @@ def run_bench(args: argparse.Namespace) -> int:
         return merge_benches(out, results, args.merge, mnist)
     sets = tuple(args.set)
     build_config("ours-proj", None, list(sets))  # a bad --set fails now, not after hours of training
-    jobs = plan_jobs(data_dir, methods, digits, args.seeds, sets)
+    jobs = plan_jobs(data_dir, methods, digits, args.seeds, sets, args.first_seed)
     print(f"trainer bench: {len(jobs)} runs ({len(results.done() & {j.key for j in jobs})} already done) -> {out}")
 
     def show(r: dict[str, Any]) -> None:
@@ -339,4 +342,5 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
                         ("--mnist-digits", args.mnist_digits)):
         if value is not None:
             parts += [flag, str(value)]
-    return [*parts, "--seeds", str(args.seeds), *[f"--set {item}" for item in args.set]]
+    seeds = ["--seeds", str(args.seeds)] + (["--first-seed", str(args.first_seed)] if args.first_seed else [])
+    return [*parts, *seeds, *[f"--set {item}" for item in args.set]]

@@ -64,7 +64,10 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, default=None)
     b.add_argument("--image-size", type=int, default=None)
     b.add_argument("--mnist-digits", default=None, help="e.g. 0-9 or 1,3,7 for an MNIST IDX folder")
-    b.add_argument("--seeds", type=int, default=1)
+    b.add_argument("--seeds", type=int, default=1, help="how many seeds per method (default 1)")
+    b.add_argument("--first-seed", type=int, default=0,
+                   help="seeds run from this one on (default 0), e.g. --first-seed 2 --seeds 1 runs seed 2 alone, "
+                        "so the seeds of one row can run as parallel benches and be --merge'd")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training option for the trained methods; the rows are labelled with it (ablations)")
     b.add_argument("--merge", type=Path, nargs="+", default=None, metavar="OTHER",
