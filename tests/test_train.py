@@ -231,7 +231,7 @@ def test_mnist_defaults_sit_under_explicit_options() -> None:
     assert build_config("ours-proj", with_mnist_defaults({"epochs": 7, "image_size": 64}, True)).model.image_size == 64
     assert build_config("ours-proj", with_mnist_defaults({"epochs": 7}, True)).train.epochs == 7
     line = build_config("ours-proj", with_mnist_defaults({"epochs": None, "image_size": None}, False))
-    assert (line.train.epochs, line.train.score_reduce, line.model.image_size, line.model.z_dim) == (80, "max", 64, 100)
+    assert (line.train.epochs, line.train.score_reduce, line.model.image_size, line.model.z_dim) == (80, "max", 128, 100)
 
 
 def test_weight_average_is_what_ships_and_resumes_exactly(tmp_path: Path) -> None:
