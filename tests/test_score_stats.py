@@ -101,7 +101,7 @@ def test_old_checkpoints_keep_their_score_and_new_ones_get_the_defaults() -> Non
         del stored["train"][key]              # what a checkpoint from before these options holds
     old = Config.from_dict(stored)
     assert (old.train.score_tolerance, old.train.score_normalize) == (0, "none")
-    assert old.train.smooth_sigma == pytest.approx(64 / 32)
+    assert old.train.smooth_sigma == pytest.approx(old.model.image_size / 32)   # their blur: size/32
     assert Config.from_dict(new.to_dict()).train == new.train
     paper = build_config(sets=["recipe=paper"])
     assert (paper.train.score_tolerance, paper.train.score_normalize) == (0, "none")
