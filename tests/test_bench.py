@@ -116,6 +116,7 @@ def test_first_seed_runs_later_seeds_alone_and_merges_into_one_row(line: Path, t
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--first-seed", "-1"], "--first-seed must be 0 or more"),
     (["--mnist-digits", "0-9"], "--mnist-digits applies to MNIST"),
+    (["--models", "pca", "--image-size", "100"], "bad value for image_size: 100"),
 ])
 def test_bench_cli_errors_are_one_line(line: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        argv: list[str], message: str) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trainer.baselines import BASELINES
-from trainer.config import MNIST_OVERRIDES, VARIANTS, ModelConfig, build_config, with_mnist_defaults
+from trainer.config import VARIANTS, build_config, with_mnist_defaults
 from trainer.datasets import ImageSet, detect_layout, load_split
 from trainer.errors import UserError
 
@@ -289,7 +289,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if layout == "plain":
         raise UserError(f"{data_dir} has good images only; a benchmark needs a test split (MVTec layout or MNIST)")
     digits = parse_digits(args.mnist_digits) if mnist and args.mnist_digits is not None else None
-    image_size = args.image_size or (MNIST_OVERRIDES["image_size"] if mnist else ModelConfig().image_size)
+    # the size `trainer fit` would train this data at: the same defaults, resolved the same way
+    image_size = build_config(overrides=with_mnist_defaults({"image_size": args.image_size}, mnist)).model.image_size
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": f"{platform.machine()}, {_cpu_count()} CPU cores, Python {platform.python_version()}",
