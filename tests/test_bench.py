@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.bench import parse_digits, parse_methods
+from trainer.bench import parse_digits, parse_methods, table_folder
 from trainer.cli import main
 from trainer.errors import UserError
 from trainer.idx import write_idx
@@ -151,6 +151,15 @@ def test_bad_set_fails_before_training(line: Path, tmp_path: Path, capsys: pytes
     assert main(["bench", str(line), "--out", str(tmp_path / "o"), "--set", "nonsense=1"]) == 2
     assert "unknown option 'nonsense'" in capsys.readouterr().err
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_folder_table_shows_slow_methods_with_a_decimal() -> None:
+    def record(method: str, ips: float) -> dict:
+        return {"method": method, "image_auroc": 0.5, "per_defect_auroc": {"scratch": 0.5},
+                "train_seconds": 12.3, "images_per_s": ips}
+    rows = table_folder([record("anogan", 0.4), record("ae", 52.6)], ["anogan", "ae"]).splitlines()
+    assert rows[2].endswith("| 12 | 0.4 |")  # AnoGAN's z search: under one image a second, not "0"
+    assert rows[3].endswith("| 12 | 53 |")
 
 
 def test_table_rows_put_plain_methods_first_in_their_order() -> None:
