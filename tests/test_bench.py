@@ -154,7 +154,7 @@ def test_bad_set_fails_before_training(line: Path, tmp_path: Path, capsys: pytes
 
 
 def test_folder_table_shows_slow_methods_with_a_decimal() -> None:
-    def record(method: str, ips: float) -> dict:
+    def record(method: str, ips: float) -> dict[str, object]:
         return {"method": method, "image_auroc": 0.5, "per_defect_auroc": {"scratch": 0.5},
                 "train_seconds": 12.3, "images_per_s": ips}
     rows = table_folder([record("anogan", 0.4), record("ae", 52.6)], ["anogan", "ae"]).splitlines()
