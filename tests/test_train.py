@@ -22,7 +22,15 @@ from trainer.errors import UserError
 from trainer.evaluate import score_images
 from trainer.losses import consistency_loss, d_loss
 from trainer.models import build_networks, init_weights
-from trainer.train import Algorithm, DistInfo, fit_arrays, split_validation, to_tensor
+from trainer.train import (
+    Algorithm,
+    DistInfo,
+    balance_weight,
+    fit_arrays,
+    output_layer,
+    split_validation,
+    to_tensor,
+)
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -321,3 +329,36 @@ def test_denoising_step_reconstructs_towards_the_clean_image() -> None:
     for _ in range(5):
         last = algo.step(x)["recon"]
     assert last < first                                          # recon = |x_clean - G(E(x_noisy))|
+
+
+def test_balance_weight_makes_alpha_the_split_of_the_two_gradients_at_gs_output() -> None:
+    """adv_balance: w·||∇L_adv|| = ||∇L_cons|| at G's output layer, whatever the two losses' scales."""
+    torch.manual_seed(0)
+    G = build_networks(tiny_config().model)["G"]
+    z = torch.randn(4, 16)
+    out = G(z)
+    cons, adv = out.abs().sum(), out.mean()    # a per-sample sum against a mean: different scales
+    w = balance_weight(cons, adv, G)
+    last = output_layer(G).weight
+    g_cons = torch.autograd.grad(cons, last, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(w * adv, last, retain_graph=True)[0]
+    assert isinstance(output_layer(G), torch.nn.ConvTranspose2d) and output_layer(G).out_channels == 1
+    assert g_adv.norm().item() == pytest.approx(g_cons.norm().item(), rel=1e-4)
+    assert not w.requires_grad and 1.0 < w.item() < 1e4
+    assert balance_weight(cons, 1e-9 * adv, G).item() == 1e4    # capped where L_adv carries no gradient
+
+
+def test_adv_balance_step_weighs_the_adversarial_term_and_still_trains() -> None:
+    x = to_tensor(discs(8, 3))
+    weights = {}
+    for balance in (False, True):
+        cfg = tiny_config(adv_balance=balance)
+        torch.manual_seed(0)
+        algo = Algorithm(cfg, build_networks(cfg.model), DistInfo())
+        steps = [algo.step(x) for _ in range(4)]
+        weights[balance] = [s["adv_w"] for s in steps]
+        assert all(np.isfinite([s["loss_eg"] for s in steps]))
+        assert steps[-1]["recon"] < steps[0]["recon"]
+    assert weights[False] == [1.0] * 4
+    assert all(w > 1.0 for w in weights[True])   # under the ||.||_1 sum the adversarial gradient is the small one
+    assert build_config("ours-proj", sets=["adv_balance=true"]).train.adv_balance is True

@@ -43,6 +43,9 @@ class TrainConfig:
     beta2: float = 0.999
     alpha: float = 0.9           # L_EG = alpha·L_cons + (1-alpha)·L_adv (paper: 0.9; 0 = no consistency)
     loss: str = "hinge"          # adversarial loss: "bce" (paper) or "hinge"
+    adv_balance: bool = False    # scale L_adv each step so its gradient at G's output layer is (1-alpha)/alpha of
+    #                              L_cons's (VQGAN's adaptive weight): under the paper's per-sample ||.||_1 sum the
+    #                              adversarial term is ~1 % of the gradient otherwise; off = the paper's fixed weights
     latent_weight: float = 1.0   # weight of ||z - E(G(z))||_1 inside L_cons
     cons_reduce: str = "sum"     # L_cons norms: "sum" over each sample's elements (paper's ||.||_1) or "mean"
     lam: float = 0.1             # score A = (1-lam)·L_R + lam·L_D (paper: 0.1)

@@ -153,6 +153,22 @@ def _frozen(module: nn.Module) -> list[nn.Parameter]:
     return params
 
 
+def balance_weight(cons: torch.Tensor, adv: torch.Tensor, G: nn.Module) -> torch.Tensor:
+    """||∇L_cons|| / ||∇L_adv|| at G's output layer (detached, at most 1e4): multiplied into L_adv, it makes
+    alpha the split of the two gradients there, whatever the norms' scales (VQGAN's adaptive weight).
+    """
+    last = output_layer(G).weight
+    g_cons = torch.autograd.grad(cons, last, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(adv, last, retain_graph=True)[0]
+    return (g_cons.norm() / (g_adv.norm() + 1e-8)).clamp(max=1e4).detach()
+
+
+def output_layer(G: nn.Module) -> nn.Module:
+    """G's last convolution (the one that draws the image)."""
+    convs = [m for m in G.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    return convs[-1]
+
+
 def epoch_lr(t: TrainConfig, epoch: int) -> float:
     """The learning rate of a 1-based epoch: constant, or a cosine decay from lr towards 0 over the run.
 
@@ -213,7 +229,8 @@ class Algorithm:
         real_eg, fake_eg = D(torch.cat([x, x_tilde]), torch.cat([z_hat, z])).chunk(2)
         adv = eg_adv_loss(real_eg, fake_eg, t.loss)
         cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight, t.cons_reduce)
-        loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv
+        adv_w = balance_weight(cons, adv, self.nets["G"]) if t.adv_balance and 0.0 < t.alpha < 1.0 else 1.0
+        loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv_w * adv
         self.opts["EG"].zero_grad(set_to_none=True)
         loss_eg.backward()
         self.opts["EG"].step()
@@ -221,7 +238,7 @@ class Algorithm:
             p.requires_grad_(True)
         return {"loss_d": loss_d.item(), "loss_eg": loss_eg.item(), "cons": cons.item(), "adv": adv.item(),
                 "recon": (x - x_hat).abs().mean().item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
-                "d_real": real.mean().item(), "d_fake": fake.mean().item()}
+                "d_real": real.mean().item(), "d_fake": fake.mean().item(), "adv_w": float(adv_w)}
 
     def _step_ae(self, x: torch.Tensor) -> dict[str, float]:
         t = self.cfg.train
