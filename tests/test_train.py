@@ -362,3 +362,29 @@ def test_adv_balance_step_weighs_the_adversarial_term_and_still_trains() -> None
     assert weights[False] == [1.0] * 4
     assert all(w > 1.0 for w in weights[True])   # under the ||.||_1 sum the adversarial gradient is the small one
     assert build_config("ours-proj", sets=["adv_balance=true"]).train.adv_balance is True
+
+
+def test_adv_match_step_pulls_ds_features_of_the_reconstruction_towards_the_images() -> None:
+    """adv_match: E/G's adversarial term is ||f(x) - f(G(E(x)))||_1 through D's trunk, and it trains."""
+    x = to_tensor(discs(8, 4))
+    cfg = tiny_config(adv_match=True)
+    torch.manual_seed(0)
+    nets = build_networks(cfg.model)
+    algo = Algorithm(cfg, nets, DistInfo())
+    verdicts: list[int] = []
+    hook = nets["D"].register_forward_hook(lambda _m, args, _out: verdicts.append(args[0].shape[0]))
+    trunk: list[tuple[torch.Tensor, torch.Tensor]] = []
+    thook = nets["D"].trunk.register_forward_hook(lambda _m, a, out: trunk.append((a[0].detach(), out.detach())))
+    steps = [algo.step(x) for _ in range(4)]
+    hook.remove()
+    thook.remove()
+    assert verdicts == [16] * 4         # D's verdict only for its own update
+    assert len(trunk) == 8              # per step: D's update, then the features of x and G(E(x))
+    for k, step in enumerate(steps):
+        (seen_d, _), (seen_eg, phi) = trunk[2 * k], trunk[2 * k + 1]
+        assert torch.equal(seen_eg[:8], x) and torch.equal(seen_d[:8], x)
+        assert not torch.allclose(seen_eg[8:], seen_d[8:])   # G(E(x)), not the generated G(z)
+        f = phi.sum(dim=(2, 3))                               # the projection D's f: sum pooling
+        assert step["adv"] == pytest.approx((f[:8] - f[8:]).abs().sum(1).mean().item(), rel=1e-5)
+    assert steps[-1]["recon"] < steps[0]["recon"]
+    assert all(np.isfinite([s["loss_eg"] for s in steps]))

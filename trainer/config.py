@@ -46,6 +46,8 @@ class TrainConfig:
     adv_balance: bool = False    # scale L_adv each step so its gradient at G's output layer is (1-alpha)/alpha of
     #                              L_cons's (VQGAN's adaptive weight): under the paper's per-sample ||.||_1 sum the
     #                              adversarial term is ~1 % of the gradient otherwise; off = the paper's fixed weights
+    adv_match: bool = False      # E/G's adversarial loss: match D's features of x and G(E(x)), ||f(x) - f(x_hat)||_1
+    #                              per sample (feature matching, as GANomaly), instead of fooling D's verdict (paper)
     latent_weight: float = 1.0   # weight of ||z - E(G(z))||_1 inside L_cons
     cons_reduce: str = "sum"     # L_cons norms: "sum" over each sample's elements (paper's ||.||_1) or "mean"
     lam: float = 0.1             # score A = (1-lam)·L_R + lam·L_D (paper: 0.1)

@@ -54,6 +54,17 @@ def eg_adv_loss(real: torch.Tensor, fake: torch.Tensor, kind: str = "bce") -> to
     raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
+def feature_match_loss(f_x: torch.Tensor, f_hat: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
+    """E's and G's adversarial loss by feature matching: E_batch ||f(x) - f(G(E(x)))||_1 on D's features.
+
+    D still learns to tell real pairs from generated ones; E and G use what it learned as the measure
+    of a reconstruction (GANomaly's adversarial loss) instead of trying to fool its verdict.
+    reduce as in `consistency_loss`: "sum" over each sample's features (‖·‖₁) or "mean".
+    """
+    diff = (f_x - f_hat).abs().flatten(1)
+    return (diff.sum(1) if reduce == "sum" else diff.mean(1)).mean()
+
+
 def gan_g_loss(fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
     """A plain GAN generator's loss (AnoGAN): non-saturating BCE or hinge (-D(G(z)))."""
     return F.softplus(-fake).mean() if kind == "bce" else -fake.mean()

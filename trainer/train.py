@@ -28,7 +28,7 @@ from tqdm import tqdm
 from trainer import checkpoint
 from trainer.config import Config, TrainConfig, build_config, with_mnist_defaults
 from trainer.errors import UserError
-from trainer.losses import consistency_loss, d_loss, eg_adv_loss, gan_g_loss
+from trainer.losses import consistency_loss, d_loss, eg_adv_loss, feature_match_loss, gan_g_loss
 from trainer.models import build_networks, init_weights
 from trainer.threshold import threshold_source
 
@@ -226,8 +226,12 @@ class Algorithm:
         self.opts["D"].step()
         # E, G: alpha·consistency + (1-alpha)·adversarial, through the just-updated D, frozen.
         frozen = _frozen(D)
-        real_eg, fake_eg = D(torch.cat([x, x_tilde]), torch.cat([z_hat, z])).chunk(2)
-        adv = eg_adv_loss(real_eg, fake_eg, t.loss)
+        if t.adv_match:
+            f_x, f_hat = D.features(torch.cat([x, x_hat]), torch.cat([z_hat, z_hat])).chunk(2)
+            adv = feature_match_loss(f_x, f_hat, t.cons_reduce)
+        else:
+            real_eg, fake_eg = D(torch.cat([x, x_tilde]), torch.cat([z_hat, z])).chunk(2)
+            adv = eg_adv_loss(real_eg, fake_eg, t.loss)
         cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight, t.cons_reduce)
         adv_w = balance_weight(cons, adv, self.nets["G"]) if t.adv_balance and 0.0 < t.alpha < 1.0 else 1.0
         loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv_w * adv
