@@ -5,13 +5,14 @@ An engine takes a uint8 N×H×W×C batch (BGR for colour) and returns scores, re
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from common.manifest import OUTPUT_NAMES, Manifest
 from engines.errors import EngineError
-from engines.manifest import Manifest
 
 
 @dataclass
@@ -19,6 +20,21 @@ class InferResult:
     scores: np.ndarray            # float32 N
     reconstructions: np.ndarray   # uint8 N×H×W×C
     maps: np.ndarray              # float32 N×H×W
+
+    @classmethod
+    def copy_rows(cls, buffers: Mapping[str, np.ndarray], n: int) -> InferResult:
+        """The first n rows of an engine's output buffers (named as in the manifest), as copies the caller
+        owns: the engine reuses its buffers on the next call."""
+        score, reconstruction, anomaly_map = OUTPUT_NAMES
+        return cls(scores=buffers[score][:n].astype(np.float32, copy=True),
+                   reconstructions=buffers[reconstruction][:n].copy(),
+                   maps=buffers[anomaly_map][:n].astype(np.float32, copy=True))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[InferResult]) -> InferResult:
+        return cls(scores=np.concatenate([p.scores for p in parts]),
+                   reconstructions=np.concatenate([p.reconstructions for p in parts]),
+                   maps=np.concatenate([p.maps for p in parts]))
 
 
 @runtime_checkable
@@ -52,3 +68,19 @@ def check_batch(images: object, input_shape: tuple[int, int, int], max_batch: in
         raise EngineError(f"batch of {n} images is outside 1..{max_batch} (the engine's maximum batch); "
                           "split the batch, or load the engine with a larger max_batch")
     return np.ascontiguousarray(images)
+
+
+def infer_in_batches(engine: Engine, images: np.ndarray) -> InferResult:
+    """Any number of images through `engine`, in calls of at most engine.max_batch, as one result.
+
+    A call that returns another number of results than it was given images is an EngineError."""
+    parts = []
+    for start in range(0, len(images), engine.max_batch):
+        chunk = images[start : start + engine.max_batch]
+        r = engine.infer(chunk)
+        r = InferResult(scores=np.asarray(r.scores, dtype=np.float32).reshape(-1),
+                        reconstructions=np.asarray(r.reconstructions), maps=np.asarray(r.maps, dtype=np.float32))
+        if not len(r.scores) == len(r.reconstructions) == len(r.maps) == len(chunk):
+            raise EngineError(f"engine returned {len(r.scores)} results for {len(chunk)} images")
+        parts.append(r)
+    return InferResult.concatenate(parts)

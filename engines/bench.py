@@ -1,24 +1,27 @@
 """`engines bench MODEL [--batch 1,8,32] [--json OUT]`: images/s and p50/p99 latency per batch and backend.
 
-Backends: ONNX Runtime (always), TensorRT (engine + GPU), torch eager of the same graph (with --torch-run).
+Backends: ONNX Runtime (always), TensorRT (engine + GPU). Callers may add runners of their own
+(`trainer bench-eager` adds torch eager of the same graph on the workstation).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.manifest import Manifest, read_manifest
 from engines.errors import EngineError
-from engines.manifest import Manifest, check_onnx_sha256, onnx_path, read_manifest
 from engines.onnxruntime_engine import OnnxRuntimeEngine, default_threads
+from engines.select import engine_file_for, onnx_for
 from engines.tensorrt_engine import tensorrt_available
 
 Runner = Callable[[np.ndarray], Any]
+Backend = tuple[str, Runner, Callable[[], None]]   # (name, run, close)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -48,63 +51,35 @@ def measure(run: Runner, images: np.ndarray, min_iters: int = 10, min_seconds: f
             "p50_ms": float(np.percentile(arr, 50) * 1e3), "p99_ms": float(np.percentile(arr, 99) * 1e3)}
 
 
-def torch_eager_runner(run_dir: str | Path, threads: int) -> Runner | None:
-    """The exported graph's torch module (same wrapper, same weights) under inference_mode; None without torch."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    from trainer.checkpoint import load_detector
-    from trainer.export import ScoringGraph, input_spec, strip_for_export
-
-    torch.set_num_threads(threads)
-    detector = load_detector(run_dir)
-    module = ScoringGraph(strip_for_export(detector), input_spec(detector)[2]).eval()
-
-    def run(images: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return module(torch.from_numpy(images))
-
-    return run
-
-
-def runners(model: Path, manifest: Manifest, max_batch: int, threads: int,
-            torch_run: str | Path | None) -> tuple[list[tuple[str, Runner, Callable[[], None]]], list[str]]:
-    """(name, run, close) for every backend available here, and notes on the ones skipped."""
-    onnx_file = model if model.suffix == ".onnx" else onnx_path(manifest, model)
-    check_onnx_sha256(manifest, onnx_file)
+def runners(model: Path, manifest: Manifest, max_batch: int, threads: int) -> tuple[list[Backend], list[str]]:
+    """(name, run, close) for every engine backend available here, and notes on the ones skipped."""
+    _, onnx_file = onnx_for(model)
     ort_engine = OnnxRuntimeEngine(onnx_file, manifest, max_batch, threads=threads)
-    found: list[tuple[str, Runner, Callable[[], None]]] = [("onnxruntime", ort_engine.infer, ort_engine.close)]
+    found: list[Backend] = [("onnxruntime", ort_engine.infer, ort_engine.close)]
     notes: list[str] = []
-    engine_file = model if model.suffix != ".onnx" else model.with_suffix(".engine")
+    engine_file = engine_file_for(model)
     trt_ok, why = tensorrt_available()
-    if trt_ok and engine_file.is_file():
+    if trt_ok and engine_file is not None:
         from engines.tensorrt_engine import TensorRTEngine
 
         trt_engine = TensorRTEngine(engine_file, read_manifest(engine_file), max_batch)
         found.append(("tensorrt", trt_engine.infer, trt_engine.close))
     else:
-        notes.append(f"tensorrt skipped: {why if not trt_ok else f'no engine {engine_file.name}'}")
-    if torch_run is None:
-        notes.append("torch eager skipped: pass --torch-run RUN_DIR (needs torch) to include it")
-    else:
-        run = torch_eager_runner(torch_run, threads)
-        if run is None:
-            notes.append("torch eager skipped: torch not importable")
-        else:
-            found.append(("torch-eager", run, lambda: None))
+        missing = model.with_suffix(".engine").name
+        notes.append(f"tensorrt skipped: {why if not trt_ok else f'no engine {missing}'}")
     return found, notes
 
 
-def bench(model: str | Path, batches: list[int], torch_run: str | Path | None = None,
-          threads: int | None = None, min_seconds: float = 1.0) -> tuple[list[dict[str, Any]], list[str]]:
-    """Records {backend, batch, images_per_s, p50_ms, p99_ms} for every backend and batch size."""
+def bench(model: str | Path, batches: list[int], threads: int | None = None, min_seconds: float = 1.0,
+          extra: Sequence[Backend] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records {backend, batch, images_per_s, p50_ms, p99_ms} for every backend (and `extra`) and batch size."""
     path = Path(model)
     if not path.is_file():
         raise EngineError(f"model file {path} not found")
     manifest = read_manifest(path)
     threads = threads or default_threads()
-    found, notes = runners(path, manifest, max(batches), threads, torch_run)
+    found, notes = runners(path, manifest, max(batches), threads)
+    found += list(extra)
     h, w, c = manifest.input_shape
     rng = np.random.default_rng(0)
     records: list[dict[str, Any]] = []

@@ -12,9 +12,7 @@ from typing import Any, Literal
 
 import structlog
 
-from engines.errors import EngineError
-from engines.fp16 import fp16_bytes
-from engines.manifest import (
+from common.manifest import (
     INPUT_NAME,
     Manifest,
     TensorRTInfo,
@@ -23,6 +21,8 @@ from engines.manifest import (
     sha256_file,
     write_manifest,
 )
+from engines.errors import EngineError
+from engines.fp16 import fp16_bytes
 from engines.tensorrt_engine import gpu_identity, import_runtime
 
 log = structlog.get_logger("engines")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from engines.errors import EngineError
+from common.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +42,6 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", type=Path, help="MODEL.onnx or MODEL.engine")
     s.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes")
     s.add_argument("--json", type=Path, default=None, help="write records {backend, batch, images_per_s, ...}")
-    s.add_argument("--torch-run", type=Path, default=None, help="RUN_DIR of the model, to include torch eager")
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
     s.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
     return p
@@ -75,7 +74,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from engines.bench import bench, format_table, parse_batches, write_json
 
-    records, notes = bench(args.model, parse_batches(args.batch), args.torch_run, args.threads, args.seconds)
+    records, notes = bench(args.model, parse_batches(args.batch), args.threads, args.seconds)
     print(format_table(records))
     for note in notes:
         print(f"note: {note}")
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         return {"build": _build, "verify": _verify, "bench": _bench}[args.command](args)
-    except EngineError as exc:
+    except UserError as exc:
         print(f"engines {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ The `engines` CLI prints the message as one line on stderr and exits 2.
 
 from __future__ import annotations
 
+from common.errors import ModelError
 
-class EngineError(Exception):
-    """A model, manifest, engine or request that cannot be used; the message says how to fix it."""
+
+class EngineError(ModelError):
+    """An engine or request that cannot be used here (backend, GPU, batch); the message says how to fix it."""

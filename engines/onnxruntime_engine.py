@@ -20,18 +20,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from common.host import available_cores
+from common.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest
 from engines.base import InferResult, check_batch
 from engines.errors import EngineError
-from engines.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest
 
 DEFAULT_MAX_BATCH = 32
 SHARD_MIN_IMAGES = 2   # a batch is sharded across threads once every thread gets at least this many images
 _ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
-
-
-def available_cores() -> int:
-    """The CPU cores this process may use (its affinity mask where the OS has one)."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def default_threads() -> int:
@@ -87,11 +83,8 @@ class OnnxRuntimeEngine:
         self._check_graph()
         self._lock = threading.Lock()
         self._binding = self._session.io_binding()
-        h, w, c = self.input_shape
-        n = self.max_batch
-        self._out = {"score": np.empty((n,), np.float32),
-                     "reconstruction": np.empty((n, h, w, c), np.uint8),
-                     "anomaly_map": np.empty((n, h, w), np.float32)}
+        shapes = manifest.tensor_shapes(self.max_batch)
+        self._out = {name: np.empty(*shapes[name]) for name in OUTPUT_NAMES}
         self._bound_n = 0
         # Sharding is a CPU technique: with the CUDA provider the GPU already runs the batch at once.
         self.shards = self.threads if shard and self.threads > 1 and self.providers[0] == "CPUExecutionProvider" else 1
@@ -160,9 +153,7 @@ class OnnxRuntimeEngine:
                     self._bind_outputs(n)
                 self._session.run_with_iobinding(self._binding)
             # Copies: the buffers are reused by the next call, the result belongs to the caller.
-            return InferResult(scores=self._out["score"][:n].copy(),
-                               reconstructions=self._out["reconstruction"][:n].copy(),
-                               maps=self._out["anomaly_map"][:n].copy())
+            return InferResult.copy_rows(self._out, n)
 
     def close(self) -> None:
         with self._lock:

@@ -10,9 +10,9 @@ from typing import Literal
 
 import structlog
 
+from common.manifest import Manifest, check_onnx_sha256, onnx_path, read_manifest
 from engines.base import Engine
 from engines.errors import EngineError
-from engines.manifest import Manifest, check_onnx_sha256, onnx_path, read_manifest
 from engines.tensorrt_engine import tensorrt_available
 
 Backend = Literal["auto", "tensorrt", "onnxruntime"]
@@ -22,7 +22,7 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 log = structlog.get_logger("engines")
 
 
-def _engine_file(path: Path) -> Path | None:
+def engine_file_for(path: Path) -> Path | None:
     """The TensorRT engine for a model path: the path itself, or MODEL.engine beside MODEL.onnx."""
     if path.suffix in ENGINE_SUFFIXES:
         return path
@@ -34,7 +34,7 @@ def resolve_backend(path: Path, backend: str) -> tuple[str, str]:
     """(backend, reason) for a model path and a requested backend; EngineError if it cannot be met."""
     if backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    engine = _engine_file(path)
+    engine = engine_file_for(path)
     if backend == "onnxruntime":
         return "onnxruntime", "requested"
     trt_ok, trt_why = tensorrt_available()
@@ -71,7 +71,7 @@ def load_engine(path: str | Path, backend: str = "auto", max_batch: int | None =
     if chosen == "tensorrt":
         from engines.tensorrt_engine import TensorRTEngine
 
-        engine_file = _engine_file(p)
+        engine_file = engine_file_for(p)
         assert engine_file is not None
         manifest = read_manifest(engine_file)
         engine: Engine = TensorRTEngine(engine_file, manifest, max_batch)
@@ -81,7 +81,7 @@ def load_engine(path: str | Path, backend: str = "auto", max_batch: int | None =
 
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
-    manifest, onnx_file = _onnx_for(p)
+    manifest, onnx_file = onnx_for(p)
     ort_engine = OnnxRuntimeEngine(onnx_file, manifest, max_batch, threads=threads)
     log.info("engine_selected", backend=chosen, reason=reason, path=str(onnx_file),
              model_id=manifest.model_id, max_batch=ort_engine.max_batch, providers=ort_engine.providers,
@@ -89,7 +89,7 @@ def load_engine(path: str | Path, backend: str = "auto", max_batch: int | None =
     return ort_engine
 
 
-def _onnx_for(path: Path) -> tuple[Manifest, Path]:
+def onnx_for(path: Path) -> tuple[Manifest, Path]:
     """The manifest and verified ONNX file for a model path (.onnx, or an engine whose manifest names one)."""
     manifest = read_manifest(path)
     onnx_file = path if path.suffix == ".onnx" else onnx_path(manifest, path)

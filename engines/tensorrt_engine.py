@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from common.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest, TensorRTInfo, sha256_file
 from engines.base import InferResult, check_batch
 from engines.errors import EngineError
-from engines.manifest import INPUT_NAME, OUTPUT_NAMES, Manifest, TensorRTInfo, sha256_file
 
 
 def import_runtime() -> tuple[ModuleType, ModuleType]:
@@ -131,13 +131,12 @@ class TensorRTEngine:
                               f"rebuild with `engines build ... --max-batch {self.max_batch}`")
         self._context = self._engine.create_execution_context()
         self._stream = cuda.Stream()
-        h, w, c = self.input_shape
-        shapes = {"images": (h, w, c), "score": (), "reconstruction": (h, w, c), "anomaly_map": (h, w)}
+        shapes = self.manifest.tensor_shapes(self.max_batch)
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, Any] = {}
         for name in expected:
-            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
-            host = cuda.pagelocked_empty((self.max_batch, *shapes[name]), dtype)
+            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))   # FP16 engines may give float16
+            host = cuda.pagelocked_empty(shapes[name][0], dtype)
             dev = cuda.mem_alloc(host.nbytes)
             self._host[name], self._device[name] = host, dev
             self._context.set_tensor_address(name, int(dev))
@@ -164,9 +163,7 @@ class TensorRTEngine:
                 self._stream.synchronize()
             finally:
                 self._ctx.pop()
-            return InferResult(scores=self._host["score"][:n].astype(np.float32, copy=True),
-                               reconstructions=self._host["reconstruction"][:n].copy(),
-                               maps=self._host["anomaly_map"][:n].astype(np.float32, copy=True))
+            return InferResult.copy_rows(self._host, n)
 
     def close(self) -> None:
         with self._lock:

@@ -8,17 +8,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from engines.base import Engine, InferResult
+from common.auroc import auroc
+from common.images import fit_image, image_files, read_image
+from common.layout import class_files, labelled_classes
+from common.manifest import Manifest, read_manifest
+from engines.base import Engine, InferResult, infer_in_batches
 from engines.errors import EngineError
 from engines.fp16 import fp16_bytes
-from engines.manifest import Manifest, check_onnx_sha256, onnx_path, read_manifest
 from engines.onnxruntime_engine import OnnxRuntimeEngine
+from engines.select import engine_file_for, onnx_for
 from engines.tensorrt_engine import tensorrt_available
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 AUROC_TOL = 0.002
 SCORE_RTOL = 0.01
 
@@ -39,68 +41,33 @@ class Comparison:
     ok: bool
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Area under the ROC curve (label 1 = anomalous scores higher), ties counted half; None for one class."""
-    labels = np.asarray(labels).astype(bool)
-    pos, neg = int(labels.sum()), int((~labels).sum())
-    if pos == 0 or neg == 0:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = np.asarray(scores)[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
-
-
-def read_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """uint8 size×size×channels (BGR for colour), as cv2 reads it, resized with INTER_AREA if needed."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise EngineError(f"cannot read image {path}")
-    if img.shape[:2] != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return img.reshape(size, size, channels)
-
-
 def load_images(data: str | Path, size: int, channels: int, limit: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images (and labels: 0 good, 1 defect) from an MVTec-layout folder (test/good, test/<defect>), or
-    images without labels from a plain folder."""
+    """Images (and labels: 0 good, 1 defect) from an MVTec-layout folder's test split, or images without
+    labels from a plain folder; each read and fitted to the model's input as the trainer does."""
     root = Path(data)
     if not root.is_dir():
         raise EngineError(f"data folder {root} not found")
     test = root / "test" if (root / "test").is_dir() else root
-    classes = sorted(d for d in test.iterdir() if d.is_dir()) if (test / "good").is_dir() else []
-    files: list[tuple[Path, int]] = []
-    for d in classes:
-        label = 0 if d.name == "good" else 1
-        files += [(f, label) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not classes:
-        files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
+    labelled = (test / "good").is_dir()
+    if labelled:
+        files = class_files(root, labelled_classes(test))
+    elif image_files(root):
+        files = [(f, "") for f in image_files(root)]
+    else:
         raise EngineError(f"no images in {root} (expected test/good and test/<defect> folders, or image files)")
     if limit is not None and len(files) > limit:
         idx = np.random.default_rng(0).choice(len(files), limit, replace=False)
         files = [files[i] for i in sorted(idx)]
-    images = np.stack([read_image(f, size, channels) for f, _ in files])
-    labels = np.array([lab for _, lab in files], dtype=np.int64)
-    return images, (labels if classes else None)
+    images = np.stack([fit_image(read_image(f), size, channels) for f, _ in files])
+    labels = np.array([0 if kind == "good" else 1 for _, kind in files], dtype=np.int64)
+    return images, (labels if labelled else None)
 
 
 def sample_images(manifest: Manifest, n: int = 64, seed: int = 0) -> np.ndarray:
     """Deterministic noise images when no data folder is given."""
     h, w, c = manifest.input_shape
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
-
-
-def run_all(engine: Engine, images: np.ndarray) -> InferResult:
-    parts = [engine.infer(images[i:i + engine.max_batch]) for i in range(0, len(images), engine.max_batch)]
-    return InferResult(scores=np.concatenate([p.scores for p in parts]),
-                       reconstructions=np.concatenate([p.reconstructions for p in parts]),
-                       maps=np.concatenate([p.maps for p in parts]))
 
 
 def order_flips(ref: np.ndarray, got: np.ndarray, max_images: int = 2000) -> int:
@@ -114,8 +81,8 @@ def compare(name: str, ref: InferResult, got: InferResult, labels: np.ndarray | 
             auroc_tol: float = AUROC_TOL, score_rtol: float = SCORE_RTOL) -> Comparison:
     dev = np.abs(got.scores.astype(np.float64) - ref.scores)
     rel = float(np.max(dev / np.maximum(np.abs(ref.scores), 1e-12)))
-    a_ref = auroc(ref.scores, labels) if labels is not None else None
-    a_got = auroc(got.scores, labels) if labels is not None else None
+    a_ref = auroc(labels, ref.scores) if labels is not None else None
+    a_got = auroc(labels, got.scores) if labels is not None else None
     delta = None if a_ref is None or a_got is None else a_got - a_ref
     ok = rel <= score_rtol and (delta is None or abs(delta) <= auroc_tol)
     return Comparison(candidate=name, images=len(ref.scores), score_max_abs_dev=float(dev.max()),
@@ -135,9 +102,7 @@ def verify(model: str | Path, data: str | Path | None = None, limit: int | None 
     path = Path(model)
     if not path.is_file():
         raise EngineError(f"model file {path} not found")
-    manifest = read_manifest(path)
-    onnx_file = path if path.suffix == ".onnx" else onnx_path(manifest, path)
-    check_onnx_sha256(manifest, onnx_file)
+    manifest, onnx_file = onnx_for(path)
     if data is None and notes is not None:
         notes.append("no --data: random images, so no AUROC; pass an MVTec-layout folder for it")
     if data is not None:
@@ -145,12 +110,12 @@ def verify(model: str | Path, data: str | Path | None = None, limit: int | None 
     else:
         images, labels = sample_images(manifest, limit or 64), None
     reference = OnnxRuntimeEngine(onnx_file, manifest)
-    ref = run_all(reference, images)
+    ref = infer_in_batches(reference, images)
     reference.close()
     candidates: list[tuple[str, Engine]] = []
-    engine_file = path if path.suffix != ".onnx" else path.with_suffix(".engine")
+    engine_file = engine_file_for(path)
     trt_ok, why = tensorrt_available()
-    if trt_ok and engine_file.is_file():
+    if trt_ok and engine_file is not None:
         from engines.tensorrt_engine import TensorRTEngine
 
         trt_manifest = read_manifest(engine_file)
@@ -158,13 +123,14 @@ def verify(model: str | Path, data: str | Path | None = None, limit: int | None 
         candidates.append((f"tensorrt {precision}", TensorRTEngine(engine_file, trt_manifest)))
     else:
         if notes is not None:
-            notes.append(f"tensorrt not checked ({why if not trt_ok else f'no engine {engine_file.name}'}); "
+            missing = path.with_suffix(".engine").name
+            notes.append(f"tensorrt not checked ({why if not trt_ok else f'no engine {missing}'}); "
                          "checked the FP16 graph in ONNX Runtime instead")
         candidates.append(("onnxruntime fp16 graph", OnnxRuntimeEngine(fp16_bytes(onnx_file), manifest)))
     results = []
     for name, engine in candidates:
         try:
-            results.append(compare(name, ref, run_all(engine, images), labels, auroc_tol, score_rtol))
+            results.append(compare(name, ref, infer_in_batches(engine, images), labels, auroc_tol, score_rtol))
         finally:
             engine.close()
     return results

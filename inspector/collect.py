@@ -25,7 +25,7 @@ from inspector.capture import END, Capture
 from inspector.config import load_config
 from inspector.crop import crop, frame_rois
 from inspector.errors import InspectorError
-from inspector.ground_truth import TruthPart, part_at, read_ground_truth
+from common.ground_truth import TruthPart, part_at, read_ground_truth
 from inspector.logs import setup_logging
 from inspector.records import Roi
 from inspector.stats import Stats

@@ -14,7 +14,7 @@ import numpy as np
 
 from inspector.config import load_config
 from inspector.errors import InspectorError
-from inspector.ground_truth import TruthPart, part_at, read_ground_truth
+from common.ground_truth import TruthPart, part_at, read_ground_truth
 from inspector.logs import setup_logging
 from inspector.pipeline import Pipeline
 from inspector.scoring import open_engine

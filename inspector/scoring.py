@@ -23,7 +23,7 @@ log = structlog.get_logger("inspector.scoring")
 class Engine(Protocol):
     """The contract of engines.Engine that the inspector relies on (docs/architecture.md)."""
 
-    manifest: Any  # engines.manifest.Manifest: model_id, threshold, image_size, channels, color_order
+    manifest: Any  # common.manifest.Manifest: model_id, threshold, image_size, channels, color_order
     max_batch: int
     input_shape: tuple[int, int, int]
     backend: str
@@ -69,7 +69,7 @@ def engine_cpu_threads(cfg: EngineConfig) -> int | None:
         return cfg.cpu_threads
     if os.environ.get("ENGINES_ORT_THREADS"):
         return None
-    from engines.onnxruntime_engine import available_cores
+    from common.host import available_cores
 
     return max(1, available_cores() - 1)
 

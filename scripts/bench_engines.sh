@@ -14,6 +14,6 @@ mkdir -p "$OUT"
 "$PY" -m engines verify "$OUT/model.onnx" --data "$DATA" --json "$OUT/verify.json" || echo "verify: outside tolerance"
 for t in ${THREADS:-2 1}; do
   echo "== $t thread(s); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-  "$PY" -m engines bench "$OUT/model.onnx" --batch "${BATCHES:-1,8,32}" --torch-run "$RUN" --threads "$t" \
+  "$PY" -m trainer bench-eager "$RUN" --model "$OUT/model.onnx" --batch "${BATCHES:-1,8,32}" --threads "$t" \
     --seconds "${SECS:-3}" --json "$OUT/engines-threads$t.json"
 done

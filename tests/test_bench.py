@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synth.run import synthesize
 from trainer.bench import parse_digits, parse_methods, table_folder
 from trainer.cli import main
 from trainer.errors import UserError
 from trainer.idx import write_idx
-from trainer.synth import synthesize
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from synth.run import synthesize
 from trainer.datasets import ImageSet, load_split
 from trainer.errors import DataError
 from trainer.idx import write_idx
-from trainer.synth import synthesize
 
 
 def _colour(seed: int, size: int = 40) -> np.ndarray:

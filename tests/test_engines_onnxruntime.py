@@ -14,6 +14,7 @@ import pytest
 from standin_detector import copy_model, exported_standin
 from structlog.testing import capture_logs
 
+from common.errors import ModelError
 from engines import Engine, EngineError, InferResult, load_engine
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.select import resolve_backend
@@ -146,7 +147,7 @@ def test_engine_path_falls_back_to_its_onnx(model: Path, tmp_path: Path) -> None
 def test_tampered_onnx_is_refused(model: Path, tmp_path: Path) -> None:
     local = copy_model(model, tmp_path)
     local.write_bytes(local.read_bytes() + b"\0")
-    with pytest.raises(EngineError, match="does not match its manifest"):
+    with pytest.raises(ModelError, match="does not match its manifest"):
         load_engine(local)
 
 

@@ -16,7 +16,7 @@ from standin_detector import copy_model, exported_standin
 
 from engines.build import build_engine, configure, network_flags, plan_build, timing_cache_path
 from engines.errors import EngineError
-from engines.manifest import TensorRTInfo, read_manifest, sha256_file, write_manifest
+from common.manifest import TensorRTInfo, read_manifest, sha256_file, write_manifest
 from engines.tensorrt_engine import TensorRTEngine, check_compatibility, tensorrt_available
 
 TRT_OK, TRT_WHY = tensorrt_available()

@@ -114,7 +114,7 @@ def test_load_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
 
 
 def test_evaluate_cli_writes_metrics_plots_and_threshold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from trainer.synth import synthesize
+    from synth.run import synthesize
 
     data = tmp_path / "line"
     synthesize(data, seed=0, size=32, n_train=20, n_test=10)

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from standin_detector import StandinDetector, exported_standin
 from torch.nn.utils import parametrize
 
-from engines.manifest import read_manifest, sha256_file
+from common.manifest import read_manifest, sha256_file
 from trainer.errors import UserError
 from trainer.export import ScoringGraph, check_parity, export_detector, input_spec, sample_images
 from trainer.onnx_passes import count_ops, fold_batchnorm, spectral_norm_leftovers

@@ -26,7 +26,7 @@ def make_mean_model(path: Path, size: int = 32, channels: int = 3, threshold: fl
     import onnx
     from onnx import TensorProto, helper
 
-    from engines.manifest import Manifest, io_specs, model_id_for, sha256_file, write_manifest
+    from common.manifest import Manifest, io_specs, model_id_for, sha256_file, write_manifest
 
     x = helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", size, size, channels])
     outs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"]),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import EngineError
-from engines.manifest import (
+from common.errors import ModelError
+from common.manifest import (
     Manifest,
     TensorRTInfo,
     check_onnx_sha256,
@@ -70,12 +70,12 @@ def test_sha256_mismatch_is_detected(onnx_file: Path) -> None:
     m = _manifest(onnx_file)
     check_onnx_sha256(m, onnx_file)   # the file it was written for passes
     onnx_file.write_bytes(onnx_file.read_bytes() + b"!")
-    with pytest.raises(EngineError, match="does not match its manifest"):
+    with pytest.raises(ModelError, match="does not match its manifest"):
         check_onnx_sha256(m, onnx_file)
 
 
 def test_missing_manifest_says_how_to_fix(onnx_file: Path) -> None:
-    with pytest.raises(EngineError, match="trainer export"):
+    with pytest.raises(ModelError, match="trainer export"):
         read_manifest(onnx_file)
     assert manifest_path(onnx_file) == onnx_file.with_suffix(".json")
 
@@ -84,11 +84,11 @@ def test_schema_version_and_invalid_fields(onnx_file: Path) -> None:
     mp = write_manifest(_manifest(onnx_file), onnx_file)
     data = json.loads(mp.read_text())
     mp.write_text(json.dumps({**data, "schema_version": 2}))
-    with pytest.raises(EngineError, match="schema_version 2"):
+    with pytest.raises(ModelError, match="schema_version 2"):
         read_manifest(onnx_file)
     mp.write_text(json.dumps({**data, "channels": 4}))
-    with pytest.raises(EngineError, match="channels"):
+    with pytest.raises(ModelError, match="channels"):
         read_manifest(onnx_file)
     mp.write_text("{not json")
-    with pytest.raises(EngineError, match="cannot read manifest"):
+    with pytest.raises(ModelError, match="cannot read manifest"):
         read_manifest(onnx_file)

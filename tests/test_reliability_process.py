@@ -142,7 +142,7 @@ def _corrupt(model: Path, how: str) -> None:
     elif how == "truncated":  # the manifest's sha256 no longer matches
         model.write_bytes(model.read_bytes()[:100])
     elif how == "garbage":  # sha256 updated: ONNX Runtime itself must refuse it
-        from engines.manifest import sha256_file
+        from common.manifest import sha256_file
 
         model.write_bytes(b"\x08\x07garbage" * 50)
         data = json.loads(manifest.read_text())

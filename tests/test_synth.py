@@ -5,7 +5,6 @@ Tiny sizes (32/64 px) and few images keep the whole file to a few seconds.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import math
@@ -15,23 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
+from synth.defects import DEFECTS
+from synth.parts import render_part
+from synth.run import SynthOptions, run_synth, synthesize
+from synth.scene import render_image
+from synth.spec import PartSpec, sample_lighting, sample_part
+from synth.stills import plan_test_split
+from synth.video import LEAD_IN_FRAMES, belt_speed, plan_video, video_lighting
 from trainer.cli import main
 from trainer.errors import DataError
-from trainer.synth import (
-    DEFECTS,
-    LEAD_IN_FRAMES,
-    PartSpec,
-    belt_speed,
-    plan_test_split,
-    plan_video,
-    render_image,
-    render_part,
-    run_synth,
-    sample_lighting,
-    sample_part,
-    synthesize,
-    video_lighting,
-)
 
 try:
     import tomllib
@@ -298,8 +289,8 @@ def test_cli_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_run_synth_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(out_dir=tmp_path / "d", seed=0, size=32, n_train=2, n_test=3, video=None, parts=40,
-                              rotation=15.0, defect_rate=0.3, first_part=0)
+    args = SynthOptions(out_dir=tmp_path / "d", seed=0, size=32, n_train=2, n_test=3, video=None, parts=40,
+                        rotation=15.0, defect_rate=0.3, first_part=0)
     assert run_synth(args) == 0
     out = capsys.readouterr().out
     assert "2 train + 3 test images (2 good, 1 scratch), 32 px" in out
@@ -320,6 +311,6 @@ def test_video_writer_that_cannot_open(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_video_that_reads_back_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("trainer.synth._count_frames", lambda path: 3)
+    monkeypatch.setattr("synth.video._count_frames", lambda path: 3)
     with pytest.raises(DataError, match=r"v\.avi reads back 3 frames instead of \d+; try the other suffix"):
         synthesize(tmp_path / "d", size=32, n_train=1, n_test=1, video=tmp_path / "v.avi", parts=1)

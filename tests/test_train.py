@@ -141,7 +141,7 @@ def test_resume_continues_the_epoch_count(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer.synth import synthesize
+    from synth.run import synthesize
 
     out = tmp_path_factory.mktemp("synth") / "line"
     synthesize(out, seed=0, size=32, n_train=20, n_test=10)

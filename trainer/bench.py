@@ -337,7 +337,7 @@ def merge_benches(out: Path, results: ResultsFile, others: list[Path], mnist: bo
 
 
 def _cpu_count() -> int:
-    from engines.onnxruntime_engine import available_cores
+    from common.host import available_cores
 
     return available_cores()
 

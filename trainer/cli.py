@@ -82,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "synth":
-            from trainer.synth import run_synth
+            from synth.run import SynthOptions, run_synth
 
-            return run_synth(args)
+            return run_synth(SynthOptions(
+                out_dir=args.out_dir, seed=args.seed, size=args.size, n_train=args.n_train, n_test=args.n_test,
+                video=args.video, parts=args.parts, defect_rate=args.defect_rate, first_part=args.first_part,
+                rotation=args.rotation,
+            ))
         if args.command == "fit":
             from trainer.train import run_fit
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from engines.manifest import (
+from common.manifest import (
     INPUT_NAME,
     OUTPUT_NAMES,
     Manifest,

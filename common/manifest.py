@@ -1,6 +1,8 @@
 """The model manifest MODEL.json beside MODEL.onnx / MODEL.engine (schema_version 1).
 
 Written by `trainer export` and `engines build`, read by engines and the inspector; no torch here.
+It also holds the tensor contract: names, shapes and dtypes of the graph's input and outputs, from which
+both engines allocate their buffers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engines.errors import EngineError
+from common.errors import ModelError
 
 SCHEMA_VERSION = 1
 INPUT_NAME = "images"
@@ -63,6 +65,11 @@ class Manifest(BaseModel):
         """H, W, C of one image."""
         return self.image_size, self.image_size, self.channels
 
+    def tensor_shapes(self, batch: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Shape at batch size `batch` and dtype of the input and every output: what engines allocate."""
+        return {t.name: (tuple(batch if d == -1 else d for d in t.shape), t.dtype)
+                for t in self.inputs + self.outputs}
+
 
 def io_specs(size: int, channels: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The contract's input and outputs for a size×size×channels model (docs/architecture.md)."""
@@ -92,24 +99,24 @@ def manifest_path(model_path: str | Path) -> Path:
 
 
 def read_manifest(path: str | Path) -> Manifest:
-    """The manifest beside a model file (or at a .json path); EngineError when missing or invalid."""
+    """The manifest beside a model file (or at a .json path); ModelError when missing or invalid."""
     mp = manifest_path(path)
     if not mp.is_file():
-        raise EngineError(f"no manifest {mp} beside {Path(path).name}; export the model with "
+        raise ModelError(f"no manifest {mp} beside {Path(path).name}; export the model with "
                           "`trainer export RUN_DIR --out MODEL.onnx`, which writes MODEL.json beside it")
     try:
         data = json.loads(mp.read_text())
     except (OSError, ValueError) as exc:
-        raise EngineError(f"cannot read manifest {mp}: {exc}") from None
+        raise ModelError(f"cannot read manifest {mp}: {exc}") from None
     if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
-        raise EngineError(f"{mp} has schema_version {data.get('schema_version')}, this code reads "
+        raise ModelError(f"{mp} has schema_version {data.get('schema_version')}, this code reads "
                           f"{SCHEMA_VERSION}; re-export the model with this version's `trainer export`")
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "(root)"
-        raise EngineError(f"invalid manifest {mp}: {where}: {first['msg']} "
+        raise ModelError(f"invalid manifest {mp}: {where}: {first['msg']} "
                           f"({exc.error_count()} problem(s)); re-export the model") from None
 
 
@@ -129,12 +136,12 @@ def onnx_path(manifest: Manifest, manifest_file: str | Path) -> Path:
 
 
 def check_onnx_sha256(manifest: Manifest, onnx_file: str | Path) -> None:
-    """EngineError when the ONNX file is not the one the manifest was written for."""
+    """ModelError when the ONNX file is not the one the manifest was written for."""
     p = Path(onnx_file)
     if not p.is_file():
-        raise EngineError(f"{p} not found (named by its manifest); copy MODEL.onnx and MODEL.json together")
+        raise ModelError(f"{p} not found (named by its manifest); copy MODEL.onnx and MODEL.json together")
     actual = sha256_file(p)
     if actual != manifest.onnx_sha256:
-        raise EngineError(f"{p.name} does not match its manifest: sha256 {actual[:12]}… but the manifest "
+        raise ModelError(f"{p.name} does not match its manifest: sha256 {actual[:12]}… but the manifest "
                           f"says {manifest.onnx_sha256[:12]}…; copy MODEL.onnx and MODEL.json from the "
                           "same `trainer export`, or re-export")

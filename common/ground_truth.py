@@ -7,7 +7,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from inspector.errors import InspectorError
+from common.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,13 @@ def read_ground_truth(path: Path) -> list[TruthPart]:
             reader = csv.DictReader(f)
             missing = [c for c in need if c not in (reader.fieldnames or [])]
             if missing:
-                raise InspectorError(f"ground truth {path}: missing column(s) {missing}; expected header {','.join(need)}")
+                raise DataError(f"ground truth {path}: missing column(s) {missing}; expected header {','.join(need)}")
             return [TruthPart(r["part_id"], int(r["first_frame"]), int(r["last_frame"]), int(r["center_frame"]),
                               r["label"].strip()) for r in reader]
     except OSError as e:
-        raise InspectorError(f"ground truth {path}: {e.strerror}") from None
+        raise DataError(f"ground truth {path}: {e.strerror}") from None
     except ValueError as e:
-        raise InspectorError(f"ground truth {path}: {e}") from None
+        raise DataError(f"ground truth {path}: {e}") from None
 
 
 def part_at(truth: list[TruthPart], frame: int) -> TruthPart | None:
