@@ -1,6 +1,6 @@
 """FP16 version of an exported graph (float tensors inside in half precision, the graph's I/O unchanged).
 
-For TensorRT 11's strongly typed builds and for checking FP16 fidelity in ONNX Runtime (DESIGN.md §2).
+For TensorRT 11's strongly typed builds and for checking FP16 fidelity in ONNX Runtime (docs/engines.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """`inspector` command line: run (the daemon), replay (a recorded video), collect (training crops from a
 video or camera), listen (a subscriber), history (the journal), keygen (CURVE keys), check-config.
 
-User errors end with their message on stderr, no traceback, and exit code 2.
+Arguments become typed options (dataclasses) here; the commands never see the argparse Namespace.
+User errors (common.errors.UserError: InspectorError, a bad ground-truth file, ...) end with their
+message on stderr, no traceback, and exit code 2.
 """
 
 from __future__ import annotations
@@ -10,12 +12,28 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.errors import UserError
 from inspector.config import DEFAULT_CONFIG
 from inspector.errors import InspectorError
-from inspector.history import add_history_parser, run_history
+from inspector.state.history import DEFAULT_JOURNAL, HistoryOptions, run_history
+from inspector.state.journal_reader import VERDICTS
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inspector", description="Inspect parts on a conveyor and publish verdicts over ZeroMQ.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -65,7 +83,13 @@ def _build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", default="station", help="station (default) on the box, or a client's name")
     k.add_argument("--force", action="store_true", help="replace an existing pair (clients must get the new key)")
 
-    h = add_history_parser(sub)
+    h = sub.add_parser("history", help="query the result journal", description="Print journaled verdicts, oldest first.")
+    h.add_argument("--journal", type=Path, default=DEFAULT_JOURNAL, help="journal file (default: %(default)s)")
+    h.add_argument("--since", type=_non_negative, default=None, metavar="SEQ",
+                   help="verdicts after this sequence number (default: the newest --limit)")
+    h.add_argument("--verdict", choices=VERDICTS, default=None, help="only this verdict")
+    h.add_argument("--limit", type=_positive, default=100, help="at most this many (default: %(default)s)")
+    h.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     h.add_argument("--config", type=Path, default=None,
                    help=f"read state.dir from this TOML file (e.g. {DEFAULT_CONFIG}) instead of --journal")
 
@@ -75,22 +99,23 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return _run(args.config)
         if args.command == "collect":
-            from inspector.collect import run_collect
+            from inspector.tools.collect import CollectOptions, run_collect
 
-            return run_collect(args.source, args.out, args.config, args.into, args.count, args.ground_truth)
+            return run_collect(CollectOptions(args.source, args.out, args.config, args.into, args.count,
+                                              args.ground_truth))
         if args.command == "replay":
-            from inspector.replay import run_replay
+            from inspector.tools.replay import ReplayOptions, run_replay
 
-            return run_replay(args.video, args.model, args.config, args.realtime, args.ground_truth,
-                              args.publish, args.json, state=args.state, backfill=args.backfill,
-                              frames=args.frames)
+            return run_replay(ReplayOptions(args.video, args.model, args.config, args.realtime, args.ground_truth,
+                                            args.publish, args.json, state=args.state, backfill=args.backfill,
+                                            frames=args.frames))
         if args.command == "listen":
-            from inspector.listen import listen
+            from inspector.tools.listen import listen
 
             if args.since is not None and args.backfill is None:
                 raise InspectorError("listen: --since needs --backfill ENDPOINT (the station's backfill endpoint)")
@@ -102,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "keygen":
             return _keygen(args.directory, args.name, args.force)
         if args.command == "history":
-            return _history(args)
+            return run_history(history_options(args))
         if args.command == "check-config":
             return _check_config(args.file)
-    except InspectorError as e:
+    except UserError as e:
         print(f"inspector: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -127,7 +152,7 @@ def _check_config(path: Path) -> int:
 
 
 def _keygen(directory: Path, name: str, force: bool) -> int:
-    from inspector.security import SecurityError, keygen
+    from inspector.network.security import SecurityError, keygen
 
     try:
         public, secret = keygen(directory, name, force=force)
@@ -137,38 +162,29 @@ def _keygen(directory: Path, name: str, force: bool) -> int:
     return 0
 
 
-def _history(args: argparse.Namespace) -> int:
+def history_options(args: argparse.Namespace) -> HistoryOptions:
+    """The `history` arguments as options; with --config the journal is the one under its state.dir."""
+    journal = args.journal
     if args.config is not None:
         from inspector.config import load_config
-        from inspector.station import JOURNAL_FILE
 
-        args.journal = load_config(args.config).state.dir / JOURNAL_FILE
-    return run_history(args)
+        journal = load_config(args.config).state.journal_file
+    return HistoryOptions(journal, since=args.since, verdict=args.verdict, limit=args.limit, as_json=args.json)
 
 
 def _run(config: Path) -> int:
     from inspector.config import load_config
     from inspector.logs import setup_logging
     from inspector.notify import Notifier
-    from inspector.pipeline import Pipeline
-    from inspector.scoring import open_engine
-    from inspector.station import open_station
+    from inspector.station import run_station
 
     cfg = load_config(config)
     setup_logging(cfg.logging.level, cfg.logging.format, cfg.station_id)
     notifier = Notifier()
-    engine = open_engine(cfg.engine)  # a missing or bad model stops here: nothing bound, no READY
     try:
-        model_id = str(getattr(engine.manifest, "model_id", "unknown"))
-        station = open_station(cfg, model_id)
-        pipeline = Pipeline(cfg, engine, notifier=notifier, realtime=True,  # a file plays like a camera
-                            **station.pipeline_kwargs())
-        code = pipeline.run(handle_signals=True)
+        code, _ = run_station(cfg, realtime=True, notifier=notifier)  # a file plays like a camera
     finally:
-        engine.close()
         notifier.close()
-    if isinstance(pipeline.fatal, InspectorError):
-        raise pipeline.fatal
     return code
 
 

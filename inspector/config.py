@@ -134,6 +134,14 @@ class StateConfig(_Section):
     image_quota_bytes: int = Field(2 * 1024**3, ge=0)  # images of failed parts, oldest deleted first
     store_images: list[ImageKind] = ["input", "reconstruction", "heatmap"]  # kinds kept per failed ROI; [] = none
 
+    @property
+    def journal_file(self) -> Path:
+        return self.dir / "journal.db"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.dir / "images"
+
 
 class SecurityConfig(_Section):
     mode: Literal["off", "stonehouse", "ironhouse"] = "off"  # CURVE on every socket unless off

@@ -3,6 +3,8 @@
 Anything else that escapes is a bug and exits 1 with a traceback in the log.
 """
 
+from common.errors import UserError
 
-class InspectorError(Exception):
+
+class InspectorError(UserError):
     """Bad configuration, missing file or model: the message says what is wrong and what to do."""

@@ -1,6 +1,8 @@
-"""capture → trigger → crop → batch → score → decide → publish, as threads joined by bounded queues.
+"""capture → trigger → crop → batch → score → decide → encode → publish, as threads joined by bounded queues.
 
-The main thread supervises: systemd notifications, the watchdog, SIGTERM/SIGINT (stop capture, drain, exit 0).
+Threads: capture (stages/capture.py), trigger (the front end's trigger and the crop stage), score (batcher,
+engine, decisions) and publish (encode, journal, send: network/publisher.py). The main thread supervises:
+systemd notifications, the watchdog, SIGTERM/SIGINT (stop capture, drain, exit 0).
 """
 
 from __future__ import annotations
@@ -17,25 +19,29 @@ from typing import Any, Protocol
 import structlog
 import zmq
 
-from inspector.batcher import Batcher
-from inspector.capture import END, Capture
+from engines import Engine
 from inspector.config import InspectorConfig
-from inspector.crop import crop, frame_rois, to_model_input
-from inspector.decide import decide, resolve_thresholds
 from inspector.errors import InspectorError
+from inspector.network.publisher import Publisher, PublishHook
+from inspector.network.trigger_input import ExternalTriggerReceiver
 from inspector.notify import Notifier
-from inspector.publish import Publisher, PublishHook
-from inspector.recorder import Recorder
-from inspector.records import Part, Roi
-from inspector.scoring import Engine, score_batch
+from inspector.records import Part
+from inspector.stages.batcher import Batcher
+from inspector.stages.capture import END
+from inspector.stages.decide import decide, resolve_thresholds
+from inspector.stages.frontend import Cut, FrontEnd
+from inspector.stages.scoring import score_batch
+from inspector.state.recorder import Recorder
 from inspector.stats import Stats
-from inspector.trigger import ExternalTriggerReceiver, Fired, Trigger, make_trigger
 
 log = structlog.get_logger("inspector.pipeline")
 
 
 class Service(Protocol):
-    """Something with its own thread and socket on the pipeline's context (the backfill server)."""
+    """Something with its own thread and socket on the pipeline's context (the backfill server): start()
+    returns once it is ready or raises; `label` names its configuration for the error message."""
+
+    label: str
 
     def start(self) -> Any: ...
 
@@ -54,23 +60,22 @@ class Pipeline:
         self.notifier = notifier or Notifier()
         self.stats = Stats()
         self.run_id = uuid.uuid4().hex[:8]
-        self.model_id = str(getattr(engine.manifest, "model_id", "unknown"))
+        self.model_id = engine.manifest.model_id
         roi_names = [r.name for r in cfg.rois] or ["center"]
-        manifest_threshold = getattr(engine.manifest, "threshold", None)
-        self.thresholds = resolve_thresholds(roi_names, cfg.decision, manifest_threshold)
+        self.thresholds = resolve_thresholds(roi_names, cfg.decision, engine.manifest.threshold)
         self.ctx = context or zmq.Context()  # with CURVE: the context the authenticator was started on
         self.services = list(services)  # e.g. the backfill server: started after the binds, stopped first
-        self.frames: queue.Queue = queue.Queue(cfg.camera.queue_frames)
         self.parts: queue.Queue = queue.Queue(cfg.engine.queue_parts)
         self.results: queue.Queue = queue.Queue(cfg.publish.queue_results)
-        self.capture = Capture(cfg.camera, self.frames, self.stats, realtime=realtime, lossless=lossless)
         self.receiver = (ExternalTriggerReceiver(self.ctx, cfg.trigger.endpoint, self.stats, curve_secret)
                          if cfg.trigger.mode == "external" else None)
+        self.frontend = FrontEnd(cfg, self.stats, realtime=realtime, lossless=lossless, receiver=self.receiver)
+        self.capture = self.frontend.capture
         self._abort = threading.Event()  # a stage died: stop waiting on queues
         self._signal: int | None = None
         self.publisher = Publisher(
             cfg.publish, self.ctx, self.results, self.stats, station_id=cfg.station_id, run_id=self.run_id,
-            info={"model_id": self.model_id, "backend": getattr(engine, "backend", None),
+            info={"model_id": self.model_id, "backend": engine.backend,
                   "source": str(cfg.camera.source)},
             first_sequence=first_sequence, before_publish=before_publish, after_publish=after_publish,
             status_sources=status_sources, abort=self._abort, recorder=recorder, curve_secret=curve_secret)
@@ -84,26 +89,18 @@ class Pipeline:
     # --- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Bind the sockets and start every thread; InspectorError if an endpoint cannot be bound."""
-        self.publisher.start()
-        self.publisher.bound.wait(10)
-        if self.publisher.bind_error:
-            raise InspectorError(self.publisher.bind_error)
-        if self.receiver is not None:
-            try:
-                self.receiver.start_and_bind()
-            except OSError as e:
-                self.results.put(END)
-                raise InspectorError(str(e)) from None
-        for service in self.services:
-            try:
-                service.start()
-            except Exception as e:  # an endpoint in use, a key that cannot be read
-                self.results.put(END)
-                raise InspectorError(f"{getattr(service, 'name', type(service).__name__)}: {e}") from None
+        _start(self.publisher)
+        after: list[Service] = [self.receiver] if self.receiver is not None else []
+        try:
+            for service in [*after, *self.services]:
+                _start(service)
+        except InspectorError:
+            self.results.put(END)  # the publisher ends: nothing will be inspected
+            raise
         self.started_mono = time.monotonic()
         for t in self._stages:
             t.start()
-        self.capture.start()
+        self.frontend.start()
         log.info("pipeline started", run_id=self.run_id, model_id=self.model_id, trigger=self.cfg.trigger.mode,
                  source=str(self.cfg.camera.source), thresholds=self.thresholds)
 
@@ -162,9 +159,8 @@ class Pipeline:
         for service in self.services:
             service.stop()
         self.capture.stop()
-        if self.receiver is not None and self.receiver.ident is not None:
-            self.receiver.stop()
-            self.receiver.join(2)
+        if self.receiver is not None:
+            self.receiver.stop(2)
         for t in (*self._stages, self.capture, self.publisher):
             if t.ident is not None:  # started (not when a bind failed first)
                 t.join(2 if t is not self.publisher else self.cfg.publish.linger_ms / 1000 + 2)
@@ -197,41 +193,21 @@ class Pipeline:
 
     # --- stages -----------------------------------------------------------------------------------
     def _trigger_loop(self) -> None:
-        """Frames in, parts out: the trigger decides, the crop stage cuts and resizes."""
-        rois: list[Roi] | None = None
-        trigger: Trigger | None = None
-        shape: tuple[int, ...] | None = None
+        """Frames in, parts out: the front end triggers, the crop stage cuts and resizes."""
         try:
-            while True:
-                frame = self.frames.get()
-                if frame is END:
-                    break
-                self.stats.frame_examined()
-                if frame.image.shape != shape:
-                    shape = frame.image.shape
-                    rois = frame_rois(self.cfg.rois, shape)
-                    if trigger is None:
-                        trigger = make_trigger(self.cfg.trigger, rois, self.receiver)
-                assert trigger is not None and rois is not None
-                for fired in trigger.update(frame):
-                    self._emit(fired, rois)
-            if trigger is not None and rois is not None:
-                for fired in trigger.flush():
-                    self._emit(fired, rois)
+            for cut in self.frontend.cuts():
+                self.stats.part_triggered()
+                self._put(self.parts, self._make_part(cut))
         finally:
-            self.capture.consumer_gone()
+            self.frontend.consumer_gone()
             self._put(self.parts, END)
 
-    def _emit(self, fired: Fired, rois: list[Roi]) -> None:
-        self.stats.part_triggered()
-        self._put(self.parts, self._make_part(fired, rois))
-
-    def _make_part(self, fired: Fired, rois: list[Roi]) -> Part:
-        frame = fired.frame
-        part = Part(fired.part_id or f"{self.cfg.station_id}-{self.run_id}-{frame.number}", frame,
-                    self.cfg.trigger.mode, rois)
+    def _make_part(self, cut: Cut) -> Part:
+        frame = cut.frame
+        part = Part(cut.fired.part_id or f"{self.cfg.station_id}-{self.run_id}-{frame.number}", frame,
+                    self.cfg.trigger.mode, cut.rois)
         try:
-            part.crops = [to_model_input(crop(frame.image, r), self.engine.input_shape) for r in rois]
+            part.crops = cut.model_input(self.engine.input_shape)
         except Exception as e:  # never silence: the part is published with verdict "error"
             part.crops, part.error = [], f"crop failed: {e}"
         return part
@@ -247,3 +223,11 @@ class Pipeline:
                     self._put(self.results, decide(scored, self.thresholds, self.model_id))
         finally:
             self._put(self.results, END)
+
+
+def _start(service: Service) -> None:
+    """Start a socket thread or service; its bind or key error as an InspectorError naming the field."""
+    try:
+        service.start()
+    except Exception as e:  # an endpoint in use or invalid, a key that cannot be read
+        raise InspectorError(f"{service.label}: {e}") from None

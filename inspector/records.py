@@ -1,4 +1,5 @@
-"""The records that flow between pipeline stages: a captured frame, a triggered part, a decided result.
+"""The records that flow between pipeline stages: a captured frame, a triggered part, a decided result and
+the encoded message it leaves as.
 
 Plain dataclasses; images are uint8 H×W×C BGR (C = 1 or 3) as everywhere in the project.
 """
@@ -6,7 +7,7 @@ Plain dataclasses; images are uint8 H×W×C BGR (C = 1 or 3) as everywhere in th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -60,3 +61,15 @@ class Result:
     rois: list[RoiResult]
     model_id: str
     error: str | None = None  # why the verdict is "error"
+
+
+@dataclass
+class Outgoing:
+    """One result ready to leave (stages/encode.py builds it): its header (and the exact JSON sent), the images
+    sent after it, and the images kept in the image store for a failed or error part,
+    {(roi, kind): (format, bytes)}. The publisher sends it, the recorder journals and stores it."""
+
+    header: dict[str, Any]
+    raw: bytes
+    images: list[bytes]
+    stored: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)

@@ -1,5 +1,11 @@
-"""What `inspector run` and `replay` set up around the pipeline (issue 6): CURVE on every socket, the
-result journal and image store, the backfill endpoint, and the sequence number this run starts from.
+"""The one start-up of `inspector run` and `inspector replay`: engine -> station -> pipeline.
+
+The station is what is set up around the pipeline (issue 6): CURVE on every socket, the result journal
+and image store, the backfill endpoint, and the sequence number this run starts from.
+
+    code, pipeline = run_station(cfg, realtime=True)      # the whole run; InspectorError for a user's fix
+
+or step by step (tests):
 
     station = open_station(cfg, model_id)                 # keys checked, authenticator started, journal read
     pipe = Pipeline(cfg, engine, **station.pipeline_kwargs())
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,26 +27,28 @@ from typing import Any
 import structlog
 import zmq
 
-from inspector import security
-from inspector.backfill import BackfillServer
 from inspector.config import InspectorConfig
 from inspector.errors import InspectorError
-from inspector.image_store import ImageStore
-from inspector.journal import Journal, JournalUnavailable
-from inspector.recorder import Recorder
+from inspector.network import security
+from inspector.network.backfill import BackfillServer
+from inspector.network.publisher import PublishHook
+from inspector.notify import Notifier
+from inspector.pipeline import Pipeline, Service
+from inspector.stages.scoring import open_engine
+from inspector.state.image_store import ImageStore
+from inspector.state.journal import Journal, JournalUnavailable
+from inspector.state.recorder import Recorder
 
 log = structlog.get_logger("inspector.station")
 
-JOURNAL_FILE = "journal.db"
-IMAGES_DIR = "images"
 STATION_KEY = "station"
 
 
 class _Named:
-    """A service with the configuration field it comes from, for error messages."""
+    """A service that is not a socket thread, with a label for error messages (the authenticator)."""
 
-    def __init__(self, name: str, start: Any, stop: Any) -> None:
-        self.name, self._start, self._stop = name, start, stop
+    def __init__(self, label: str, start: Any, stop: Any) -> None:
+        self.label, self._start, self._stop = label, start, stop
 
     def start(self) -> None:
         self._start()
@@ -54,7 +63,7 @@ class Station:
     recorder: Recorder | None
     first_sequence: int
     curve_secret: Path | None
-    services: list[_Named] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)  # started after the pipeline's binds
     start_info: dict[str, Any] = field(default_factory=dict)
     backfill: BackfillServer | None = None
 
@@ -84,6 +93,24 @@ def station_secret(cfg: InspectorConfig) -> Path | None:
     return secret
 
 
+def run_station(cfg: InspectorConfig, *, realtime: bool, notifier: Notifier | None = None,
+                synchronous: str | None = None, after_publish: Sequence[PublishHook] = ()) -> tuple[int, Pipeline]:
+    """Load the model, open the station around it, run the pipeline until its stream ends or a signal
+    arrives; the exit code and the finished pipeline (its stats and times). A missing or bad model stops
+    before anything is bound; an error the user can fix is raised as InspectorError."""
+    engine = open_engine(cfg.engine)  # a missing or bad model stops here: nothing bound, no READY
+    try:
+        station = open_station(cfg, engine.manifest.model_id, synchronous=synchronous)
+        pipeline = Pipeline(cfg, engine, realtime=realtime, notifier=notifier, after_publish=after_publish,
+                            **station.pipeline_kwargs())
+        code = pipeline.run(handle_signals=True)
+    finally:
+        engine.close()
+    if isinstance(pipeline.fatal, InspectorError):
+        raise pipeline.fatal
+    return code, pipeline
+
+
 def open_station(cfg: InspectorConfig, model_id: str, *, synchronous: str | None = None,
                  backfill: bool = True) -> Station:
     """Check the keys, start the authenticator, read the journal's last sequence and record this start."""
@@ -98,11 +125,10 @@ def open_station(cfg: InspectorConfig, model_id: str, *, synchronous: str | None
     if cfg.state.journal:
         _open_journal(station, cfg, model_id, synchronous or cfg.state.synchronous)
         if backfill and cfg.publish.backfill_bind:
-            server = BackfillServer(cfg.publish.backfill_bind, cfg.state.dir / JOURNAL_FILE,
-                                    image_root=cfg.state.dir / IMAGES_DIR, context=context, curve_secret=secret)
+            server = BackfillServer(cfg.publish.backfill_bind, cfg.state.journal_file,
+                                    image_root=cfg.state.images_dir, context=context, curve_secret=secret)
             station.backfill = server
-            station.services.append(_Named(f"publish.backfill_bind {cfg.publish.backfill_bind}",
-                                           server.start, server.stop))
+            station.services.append(server)
     if auth is not None:
         station.services.append(_Named("security authenticator", lambda: None, auth.stop))
     return station
@@ -110,7 +136,7 @@ def open_station(cfg: InspectorConfig, model_id: str, *, synchronous: str | None
 
 def _open_journal(station: Station, cfg: InspectorConfig, model_id: str, synchronous: str) -> None:
     state = cfg.state
-    journal = Journal(state.dir / JOURNAL_FILE, state.retention_days, state.retention_rows,
+    journal = Journal(state.journal_file, state.retention_days, state.retention_rows,
                       synchronous=synchronous)
     first, from_journal = journal.start_seq()
     start_id = None
@@ -119,7 +145,7 @@ def _open_journal(station: Station, cfg: InspectorConfig, model_id: str, synchro
     journal.close()  # the publishing thread reopens it with its first append
     store = None
     if state.store_images and state.image_quota_bytes > 0:
-        store = ImageStore(state.dir / IMAGES_DIR, state.image_quota_bytes, fsync=synchronous == "FULL")
+        store = ImageStore(state.images_dir, state.image_quota_bytes, fsync=synchronous == "FULL")
     station.recorder = Recorder(journal, store, state.store_images)
     station.first_sequence = first
     station.start_info.update({"start_id": start_id, "restart": bool(start_id and start_id > 1),

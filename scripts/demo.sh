@@ -21,7 +21,7 @@ inspector collect "$OUT/good-parts.mp4" --out "$OUT/station" --config "$OUT/good
 
 echo "== 3/6 train the detector on the good parts only (threshold from held-out good parts)"
 # 64 px keeps the demo to minutes on a CPU; the folder default, 128 px, catches more of the smallest
-# defects and trains about 4.5x longer (docs/detector.md F22): drop --image-size on a workstation GPU.
+# defects and trains about 4.5x longer (docs/research/findings.md F22): drop --image-size on a workstation GPU.
 trainer fit "$OUT/station" --out "$OUT/run" --image-size 64
 
 echo "== 4/6 evaluate on the conveyor video's parts, labelled by its ground truth (AUROC per defect)"

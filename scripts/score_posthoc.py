@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from trainer import checkpoint
-from trainer.checkpoint import detector_from
 from trainer.datasets import load_split
+from trainer.detector import detector_from, networks_from
 from trainer.evaluate import image_metrics
-from trainer.train import to_tensor
+from trainer.tensors import to_tensor
 
 
 @torch.no_grad()
@@ -87,7 +87,7 @@ def main() -> None:
     table: dict[str, dict[str, float]] = {}
     for run in args.runs:
         payload = checkpoint.load(run)
-        cfg, nets = checkpoint.build_networks_from(payload)
+        cfg, nets = networks_from(payload)
         det = detector_from(cfg, nets, strip_sn=True).eval()
         info = payload["run"]
         data = args.data or Path(info["data_dir"])
@@ -101,7 +101,7 @@ def main() -> None:
         tr = components(det, to_tensor(train.images[fit_idx]))
         te = components(det, to_tensor(test.images))
         res: dict[str, float] = {}
-        for name, s in variants(tr, te, cfg.train.score_reduce, n_layers).items():
+        for name, s in variants(tr, te, cfg.score.score_reduce, n_layers).items():
             m = image_metrics(test.labels, test.kinds, s)
             res[name] = m["image_auroc"]
             if digit is None:

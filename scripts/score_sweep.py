@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer import checkpoint
+from trainer import checkpoint, detector
 from trainer.config import replace
 from trainer.evaluate import image_metrics, run_splits, score_images
 
@@ -35,14 +35,14 @@ def main() -> None:
     rows: dict[str, list[dict[str, float]]] = {}
     for run in a.runs:
         payload = checkpoint.load(run)
-        cfg, nets = checkpoint.build_networks_from(payload)
+        cfg, nets = detector.networks_from(payload)
         x_fit, test = run_splits(payload, cfg)
         for label in ["shipped", *a.tries]:
             changes = {} if label == "shipped" else dict(item.split("=", 1) for item in label.split())
             var = replace(cfg, **changes)
             scored = {k: v for k, v in nets.items() if k != "S"}
-            checkpoint.attach_score_stats(var, scored)
-            checkpoint.fit_score_stats(var, scored, x_fit)
+            detector.attach_score_stats(var, scored)
+            detector.fit_score_stats(var, scored, x_fit)
             res = aurocs(test, score_images(var, scored, test.images)[0])
             rows.setdefault(label, []).append(res)
             print(f"{run} | {label:40s} " + " ".join(f"{k} {v:.4f}" for k, v in res.items()), flush=True)

@@ -2,9 +2,9 @@
 """Soak test of the daemon: `inspector run` over a short video looped to tens of thousands of frames,
 played like a fast camera (`--fps`, default 600), journaling (synchronous=FULL), storing failed parts'
 images and publishing to a subscriber, with the process's RSS and open file descriptors sampled.
-Prints a table and writes docs/bench/soak.json.
+Prints a table and writes docs/research/bench/soak.json.
 
-    .venv/bin/python scripts/soak.py [--frames 50000] [--fps 600] [--out docs/bench/soak.json]
+    .venv/bin/python scripts/soak.py [--frames 50000] [--fps 600] [--out docs/research/bench/soak.json]
 
 The model is the tests' tiny ONNX graph (score = mean pixel) through engines.load_engine, so the
 figures are the daemon's own (capture, trigger, batching, journal, image store, publishing).
@@ -166,7 +166,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=50_000)
     p.add_argument("--fps", type=float, default=600.0, help="the rate the looped video is played at")
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "soak.json")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "research" / "bench" / "soak.json")
     args = p.parse_args()
     print(f"{'t_s':>8} {'frames':>8} {'parts':>8} {'rss_MiB':>8} {'fds':>5}")
     summary = soak(args.frames, args.fps, out=args.out)

@@ -1,4 +1,5 @@
-"""A tiny stand-in for trainer.checkpoint's Detector (same forward and attributes) and its cached export.
+"""A tiny stand-in for trainer.detector's Detector (an ExportableDetector: same forward and attributes) and its
+cached export.
 
 BatchNorm after a ConvTranspose and spectral norm in D, so export has both to remove; 32 px, fast.
 """
@@ -16,8 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from trainer.detector import ExportableDetector
 
-class StandinDetector(nn.Module):
+
+class StandinDetector(ExportableDetector):
     """forward(x: N×C×H×W in [-1, 1]) -> (score N, recon N×C×H×W in [-1, 1], amap N×H×W)."""
 
     def __init__(self, size: int = 32, channels: int = 3, z: int = 16, seed: int = 0) -> None:

@@ -16,7 +16,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inspector.backfill import (
+from inspector.network.backfill import (
     MAX_LIMIT,
     MAX_LIMIT_IMAGES,
     REJECT_CODES,
@@ -28,8 +28,8 @@ from inspector.backfill import (
     iter_backfill,
     parse_request,
 )
-from inspector.image_store import ImageStore
-from inspector.journal import Journal
+from inspector.state.image_store import ImageStore
+from inspector.state.journal import Journal
 
 
 def header(seq: int, verdict: str = "pass", pad: int = 0) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from synth.run import synthesize
 from trainer.bench import parse_digits, parse_methods, table_folder
 from trainer.cli import main
-from trainer.errors import UserError
 from trainer.idx import write_idx
 
 
@@ -195,3 +195,19 @@ def test_merge_joins_benches_run_apart_without_overwriting(mnist: Path, tmp_path
         err = capsys.readouterr().err
         assert "--merge" in err or "no results.json" in err
         assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_recorded_rows_of_retired_options_still_merge_and_report(mnist: Path, tmp_path: Path) -> None:
+    """Rows of old runs are recorded results: their --set labels may name options retired since."""
+    old = tmp_path / "old"
+    old.mkdir()
+    record = {"dataset": "digit_0", "method": "ours-proj [adv_balance=true]", "variant": "ours-proj",
+              "sets": ["adv_balance=true"], "seed": 0, "image_auroc": 0.915, "per_defect_auroc": {},
+              "train_seconds": 2270.0, "images_per_s": 500.0, "n_test": 100}
+    (old / "results.json").write_text(json.dumps({"schema": 1, "meta": {"machine": "then"}, "records": [record]}))
+    out = tmp_path / "bench"
+    assert main(["bench", str(mnist), "--out", str(out), "--models", "pca", "--mnist-digits", "0"]) == 0
+    assert main(["bench", str(mnist), "--out", str(out), "--merge", str(old)]) == 0
+    assert record in json.loads((out / "results.json").read_text())["records"]
+    assert "| ours-proj [adv_balance=true] | 0.915 |" in (out / "results.md").read_text()
+    assert main(["bench", str(mnist), "--out", str(out), "--models", "pca", "--mnist-digits", "0"]) == 0  # resumes

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from common.errors import DataError
 from synth.run import synthesize
 from trainer.datasets import ImageSet, load_split
-from trainer.errors import DataError
 from trainer.idx import write_idx
 
 

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import UserError
 from trainer import checkpoint
-from trainer.checkpoint import load_detector
 from trainer.cli import main
-from trainer.config import TrainConfig, build_config
-from trainer.errors import UserError
+from trainer.config import ScoreConfig, build_config
+from trainer.detector import load_detector, networks_from
 from trainer.evaluate import decision_stats, image_metrics, pixel_auroc, score_images, thresholds
-from trainer.train import fit_arrays, to_tensor
+from trainer.fit import fit_arrays
+from trainer.tensors import to_tensor
 
 torch.set_num_threads(1)
 TINY = ["width=8", "max_width=32", "z_dim=16"]
@@ -42,13 +43,13 @@ def test_thresholds_held_out_is_shipped_and_f1_reported() -> None:
     val = np.arange(101, dtype=float)  # 0..100: mean 50, sd 29.3; the 99th percentile is 99
     labels = np.array([0, 0, 1, 1])
     scores = np.array([1.0, 2.0, 3.0, 4.0])
-    t = thresholds(val, labels, scores, TrainConfig())
+    t = thresholds(val, labels, scores, ScoreConfig())
     assert t["threshold"] == pytest.approx(50.0 + 3 * val.std(ddof=1))
     assert t["threshold_source"] == "mean + 3 sd of 101 held-out normals"
-    q = thresholds(val, labels, scores, TrainConfig(threshold_rule="quantile"))
+    q = thresholds(val, labels, scores, ScoreConfig(threshold_rule="quantile"))
     assert q["threshold"] == pytest.approx(99.0) and q["threshold_source"] == "q0.99 of 101 held-out normals"
     assert t["threshold_f1"] == 3.0 and t["f1_at_threshold_f1"] == 1.0
-    fallback = thresholds(None, labels, scores, TrainConfig())
+    fallback = thresholds(None, labels, scores, ScoreConfig())
     assert fallback["threshold"] == 3.0 and "F1" in fallback["threshold_source"]
     at = decision_stats(labels, scores, 2.5)["test_at_threshold"]
     assert (at["tpr"], at["fpr"], at["f1"]) == (1.0, 0.0, 1.0)
@@ -67,7 +68,7 @@ def test_pixel_auroc_against_masks() -> None:
 
 def _tiny_fit(tmp_path: Path, variant: str = "ours-proj") -> tuple[Path, np.ndarray]:
     cfg = build_config(variant, {"image_size": 32, "channels": 3, "epochs": 1, "batch_size": 8}, TINY)
-    cfg.train.anogan_steps = 3
+    cfg.score.anogan_steps = 3
     imgs = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 3), dtype=np.uint8)
     fit_arrays(imgs, cfg, out=tmp_path, verbose=False)
     return tmp_path, imgs
@@ -87,7 +88,7 @@ def test_checkpoint_round_trip_weights_only(tmp_path: Path) -> None:
         score, recon, amap = det(x)
     assert score.shape == (4,) and recon.shape == (4, 3, 32, 32) and amap.shape == (4, 32, 32)
     assert recon.abs().max() <= 1.0
-    cfg, nets = checkpoint.build_networks_from(payload)
+    cfg, nets = networks_from(payload)
     ref = score_images(cfg, nets, imgs[:4])[0]
     assert np.allclose(score.numpy(), ref, atol=1e-5)  # evaluation and the Detector agree
     assert load_detector(run / "model.pt").lam == det.lam
@@ -97,7 +98,7 @@ def test_anogan_scores_but_cannot_become_a_detector(tmp_path: Path) -> None:
     run, imgs = _tiny_fit(tmp_path, "anogan")
     with pytest.raises(UserError, match="cannot be exported"):
         load_detector(run)
-    cfg, nets = checkpoint.build_networks_from(checkpoint.load(run))
+    cfg, nets = networks_from(checkpoint.load(run))
     scores, recons, maps = score_images(cfg, nets, imgs[:3])
     assert scores.shape == (3,) and recons.shape == (3, 32, 32, 3) and maps.shape == (3, 32, 32)
 

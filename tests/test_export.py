@@ -1,6 +1,6 @@
 """`trainer export`: contract of the graph (names, dtypes, shapes, dynamic batch), folding, parity, manifest.
 
-Against the tiny stand-in detector, and the real Detector from trainer.checkpoint where it is importable.
+Against the tiny stand-in detector, and the real Detector from trainer.detector where it is importable.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from standin_detector import StandinDetector, exported_standin
 from torch.nn.utils import parametrize
 
+from common.errors import UserError
 from common.manifest import read_manifest, sha256_file
-from trainer.errors import UserError
 from trainer.export import ScoringGraph, check_parity, export_detector, input_spec, sample_images
 from trainer.onnx_passes import count_ops, fold_batchnorm, spectral_norm_leftovers
 
@@ -180,6 +180,7 @@ def test_real_detector_exports_through_the_cli(tmp_path: Path) -> None:
     ckpt = pytest.importorskip("trainer.checkpoint", reason="trainer.checkpoint not available")
     from trainer.cli import main
     from trainer.config import Config
+    from trainer.detector import attach_score_stats, fit_score_stats
     from trainer.models import build_networks
 
     cfg = Config()
@@ -188,12 +189,12 @@ def test_real_detector_exports_through_the_cli(tmp_path: Path) -> None:
     nets = build_networks(cfg.model)
     for n in nets.values():
         n.eval()
-    ckpt.attach_score_stats(cfg, nets)    # the shipped default standardises the map per pixel
-    ckpt.fit_score_stats(cfg, nets, torch.rand(6, 3, 32, 32) * 2 - 1)
+    attach_score_stats(cfg, nets)    # the shipped default standardises the map per pixel
+    fit_score_stats(cfg, nets, torch.rand(6, 3, 32, 32) * 2 - 1)
     ckpt.save(tmp_path / "run" / "model.pt", ckpt.make_payload(cfg, nets, threshold=0.3, metrics={"auroc": 0.5}))
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "real.onnx")]) == 0
     m = read_manifest(tmp_path / "real.onnx")
-    assert m.variant == cfg.model.variant and m.threshold == 0.3 and m.lambda_ == pytest.approx(cfg.train.lam)
+    assert m.variant == cfg.model.variant and m.threshold == 0.3 and m.lambda_ == pytest.approx(cfg.score.lam)
     assert count_ops(onnx.load(str(tmp_path / "real.onnx")), "BatchNormalization") == 0
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x.onnx")]) == 2
     del nets["S"]   # a checkpoint whose config asks for statistics it does not hold is refused, not guessed

@@ -1,17 +1,17 @@
 """`inspector history` over a real journal: filters, windows, table and JSON output, exit codes.
-The parser is driven the way the CLI will drive it: add_history_parser on subparsers, then run_history."""
+The parser is driven the way the CLI drives it: its `history` arguments become HistoryOptions for run_history."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from inspector.history import add_history_parser, format_table, history, run_history
-from inspector.journal import Journal
+from inspector.cli import build_parser, history_options
+from inspector.state.history import HistoryOptions, format_table, history, run_history
+from inspector.state.journal import Journal
 
 
 def header(seq: int, verdict: str) -> dict[str, Any]:
@@ -32,10 +32,8 @@ def journal(tmp_path: Path) -> Path:
     return path
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="inspector")
-    add_history_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["history", *argv])
+def parse(argv: list[str]) -> HistoryOptions:
+    return history_options(build_parser().parse_args(["history", *argv]))
 
 
 def test_history_filters_and_windows(journal: Path) -> None:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from trainer.errors import DataError
+from common.errors import DataError
 from trainer.idx import encode_idx, parse_idx, read_idx, write_idx
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inspector.image_store import ImageStore, image_name, read_image, resolve
+from inspector.state.image_store import ImageStore, image_name, read_image, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 1_764_400_000.0  # 2025-11-29 UTC
@@ -92,7 +92,7 @@ def test_unwritable_root_returns_none_counts_and_recovers(tmp_path: Path) -> Non
 _FSIZE = """
 import json, resource, signal, sys
 sys.path.insert(0, {root!r})
-from inspector.image_store import ImageStore
+from inspector.state.image_store import ImageStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # then write() fails with EFBIG instead of killing us
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 store = ImageStore(sys.argv[1], quota_bytes=10**6)

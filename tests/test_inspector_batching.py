@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from test_inspector_support import FakeEngine, make_mean_model
 
-from inspector.batcher import END, Batcher
 from inspector.config import DecisionConfig, EngineConfig
-from inspector.decide import decide, resolve_thresholds
 from inspector.errors import InspectorError
 from inspector.records import Frame, Part, Roi
-from inspector.scoring import Scored, engine_cpu_threads, open_engine, score_batch
+from inspector.stages.batcher import END, Batcher
+from inspector.stages.decide import decide, resolve_thresholds
+from inspector.stages.scoring import Scored, engine_cpu_threads, open_engine, score_batch
 
 
 def test_batch_fills_to_max_size_without_waiting() -> None:

@@ -13,9 +13,9 @@ import numpy as np
 from structlog.testing import capture_logs
 from test_inspector_support import write_conveyor_video
 
-from inspector.capture import END, Capture, source_kind
 from inspector.config import CameraConfig
 from inspector.records import Frame
+from inspector.stages.capture import END, Capture, source_kind
 from inspector.stats import Stats
 
 

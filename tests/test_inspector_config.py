@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from test_inspector_support import REPO, inspector_cmd, subprocess_env
 
 from inspector.config import InspectorConfig, RoiConfig, effective_toml, load_config
-from inspector.crop import resolve_rois
 from inspector.errors import InspectorError
+from inspector.stages.crop import resolve_rois
 
 SYNTH_TOML = """\
 station_id = "synth-line"

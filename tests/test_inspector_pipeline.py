@@ -14,11 +14,11 @@ import numpy as np
 import zmq
 from test_inspector_support import FakeEngine, write_conveyor_video
 
+from common.images import fit_image
 from inspector.config import InspectorConfig
-from inspector.crop import to_model_input
 from inspector.errors import InspectorError
 from inspector.pipeline import Pipeline
-from inspector.publish import heatmap_overlay
+from inspector.stages.encode import heatmap_overlay
 
 
 def config(video: Path, **sections: Any) -> InspectorConfig:
@@ -86,9 +86,9 @@ def test_roi_outside_the_frame_stops_with_exit_code_2(tmp_path: Path) -> None:
 def test_crops_become_model_input_size_and_channels() -> None:
     bgr = np.zeros((100, 100, 3), np.uint8)
     bgr[..., 2] = 255  # red
-    grey = to_model_input(bgr, (32, 32, 1))
+    grey = fit_image(bgr, (32, 32), 1)
     assert grey.shape == (32, 32, 1) and abs(int(grey[0, 0, 0]) - 76) <= 1  # BGR -> grey weights
-    assert to_model_input(grey, (16, 16, 3)).shape == (16, 16, 3)
+    assert fit_image(grey, (16, 16), 3).shape == (16, 16, 3)
 
 
 def test_heatmap_overlay_is_red_where_the_map_is_high() -> None:

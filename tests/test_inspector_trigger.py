@@ -14,9 +14,10 @@ import zmq
 from test_inspector_support import conveyor_frames, free_endpoint
 
 from inspector.config import TriggerConfig
+from inspector.network.trigger_input import ExternalTriggerReceiver
 from inspector.records import Frame, Roi
+from inspector.stages.trigger import ContinuousTrigger, ExternalTrigger, PresenceTrigger
 from inspector.stats import Stats
-from inspector.trigger import ContinuousTrigger, ExternalTrigger, ExternalTriggerReceiver, PresenceTrigger
 
 
 def frame(i: int, image: np.ndarray | None = None) -> Frame:
@@ -123,7 +124,7 @@ def test_external_trigger_inspects_the_next_frame_after_each_message() -> None:
     ctx = zmq.Context()
     stats = Stats()
     receiver = ExternalTriggerReceiver(ctx, endpoint, stats)
-    receiver.start_and_bind()
+    receiver.start()  # returns once bound
     trig = ExternalTrigger(receiver)
     messages = [b'{"part_id": "plc-1"}', b"not json", b"", b'{"part_id": 42}', b'{"part_id": "plc-2"}']
     plc = mp.get_context("spawn").Process(target=_push_triggers, args=(endpoint, messages, 0.15))

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from inspector.journal import Journal, JournalReader, JournalUnavailable, publish_hook
+from inspector.state.journal import Journal, publish_hook
+from inspector.state.journal_reader import JournalReader, JournalUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def header(seq: int, verdict: str = "pass", **extra: Any) -> dict[str, Any]:
-    """A result header shaped like inspector.publish.build_result's."""
+    """A result header shaped like inspector.stages.encode.build_outgoing's."""
     return {"schema_version": 1, "type": "result", "sequence": seq, "station_id": "st1", "run_id": "r1",
             "part_id": f"p{seq}", "frame": 10 * seq, "captured_at": 1000.0 + seq, "published_at": 1000.5 + seq,
             "verdict": verdict, "model_id": "ours-proj-abc",
@@ -260,7 +261,7 @@ def test_publish_hook_journals_the_exact_published_header(tmp_path: Path) -> Non
 _WRITER = """
 import sys
 sys.path.insert(0, {root!r})
-from inspector.journal import Journal
+from inspector.state.journal import Journal
 j = Journal({path!r})
 seq = j.last_seq()
 while True:
@@ -295,8 +296,9 @@ def test_sigkill_during_appends_loses_no_returned_row(tmp_path: Path) -> None:
 _FS_FAULTS = """
 import json, os, subprocess, sys
 sys.path.insert(0, {root!r})
-from inspector.image_store import ImageStore
-from inspector.journal import Journal, JournalUnavailable
+from inspector.state.image_store import ImageStore
+from inspector.state.journal import Journal
+from inspector.state.journal_reader import JournalUnavailable
 d = sys.argv[1]
 with open(os.path.join(d, "ballast"), "wb") as f:
     f.write(b"b" * 200_000)

@@ -10,16 +10,8 @@ import math
 import pytest
 import torch
 
-from trainer.losses import (
-    anomaly_score,
-    consistency_loss,
-    d_loss,
-    eg_adv_loss,
-    feature_match_loss,
-    gan_g_loss,
-    gaussian_kernel,
-    smooth_map,
-)
+from trainer.losses import consistency_loss, d_loss, eg_adv_loss, gan_g_loss
+from trainer.score import anomaly_score, gaussian_kernel, smooth_map
 
 torch.set_num_threads(1)
 
@@ -54,14 +46,6 @@ def test_hinge_losses_on_known_values() -> None:
     assert gan_g_loss(torch.tensor([3.0, 1.0]), "hinge").item() == pytest.approx(-2.0)
     with pytest.raises(ValueError):
         d_loss(real, fake, "wasserstein")
-
-
-def test_feature_matching_on_known_values() -> None:
-    f_x, f_hat = torch.zeros(2, 4), torch.tensor([[1.0, -1.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
-    # per sample ||.||_1: 2 and 2, batch mean 2; per-element mean: 0.5 and 0.5
-    assert feature_match_loss(f_x, f_hat).item() == pytest.approx(2.0)
-    assert feature_match_loss(f_x, f_hat, "mean").item() == pytest.approx(0.5)
-    assert feature_match_loss(f_hat, f_hat).item() == 0.0
 
 
 def test_score_formula_on_known_values() -> None:

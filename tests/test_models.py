@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from common.errors import UserError
 from trainer.config import ModelConfig
-from trainer.errors import UserError
+from trainer.detector import latent_search
 from trainer.models import (
     Discriminator,
     Encoder,
     Generator,
     ImageDiscriminator,
     build_networks,
-    latent_search,
     stage_widths,
 )
 

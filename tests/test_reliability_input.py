@@ -24,9 +24,9 @@ from test_reliability_support import (
     station_config,
 )
 
-from inspector.backfill import backfill
 from inspector.cli import main
-from inspector.trigger import _parse_trigger
+from inspector.network.backfill import backfill
+from inspector.network.trigger_input import parse_trigger
 
 pytestmark = pytest.mark.usefixtures("fresh_logging")
 
@@ -47,7 +47,7 @@ def test_fuzzed_triggers_are_counted_and_ignored_and_valid_ones_still_work(tmp_p
                          trigger={"mode": "external", "endpoint": endpoint})
     run = Run(cfg, realtime=True).start()
     messages = _fuzz_messages(random.Random(6), 300)
-    expected_bad = sum(_parse_trigger(m) is False for m in messages)
+    expected_bad = sum(parse_trigger(m) is False for m in messages)
     expected_valid = len(messages) - expected_bad
     ctx = zmq.Context()
     try:
@@ -79,7 +79,7 @@ def test_fuzzed_triggers_are_counted_and_ignored_and_valid_ones_still_work(tmp_p
 @given(st.lists(st.binary(max_size=1100), min_size=0, max_size=4))
 @settings(max_examples=300, deadline=None)
 def test_the_trigger_parser_never_raises(frames: list[bytes]) -> None:
-    result = _parse_trigger(frames)
+    result = parse_trigger(frames)
     assert result is False or result is None or (isinstance(result, str) and 0 < len(result) <= 128)
 
 

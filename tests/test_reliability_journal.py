@@ -20,8 +20,8 @@ from test_inspector_support import REPO, inspector_cmd, make_mean_model, subproc
 from test_reliability_support import Run, Subscriber, integrity, journal_rows, json_logs, station_config
 
 from inspector.cli import main
-from inspector.journal import JournalReader
-from inspector.publish import Outgoing
+from inspector.records import Outgoing
+from inspector.state.journal_reader import JournalReader
 
 
 def test_every_verdict_is_journaled_before_it_is_published_and_the_counts_agree(tmp_path: Path) -> None:

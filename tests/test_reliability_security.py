@@ -17,10 +17,10 @@ from test_reliability_support import (
     station_config,
 )
 
-from inspector.backfill import BackfillError, backfill
 from inspector.cli import main
 from inspector.errors import InspectorError
-from inspector.security import apply_client_curve
+from inspector.network.backfill import BackfillError, backfill
+from inspector.network.security import apply_client_curve
 
 pytestmark = pytest.mark.usefixtures("fresh_logging")
 

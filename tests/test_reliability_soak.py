@@ -1,6 +1,6 @@
 """A short soak (scripts/soak.py): `inspector run` over a looped video at 1000 fps for 5000 frames,
 journaling and publishing; RSS and open file descriptors sampled. The long run's figures are in
-docs/bench/soak.json (`python scripts/soak.py`)."""
+docs/research/bench/soak.json (`python scripts/soak.py`)."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ import zmq
 from test_inspector_support import write_conveyor_video
 from test_reliability_support import Run, journal_rows, station_config
 
-from inspector.backfill import BackfillServer
-from inspector.journal import Journal
-from inspector.listen import listen
+from inspector.network.backfill import BackfillServer
+from inspector.state.journal import Journal
+from inspector.tools.listen import listen
 
 
 def test_no_subscriber_every_part_is_still_inspected_and_journaled(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer.config import Config, build_config
-from trainer.losses import anomaly_score, gaussian_kernel, score_terms, tolerant_residual
+from trainer.score import anomaly_score, gaussian_kernel, score_terms, tolerant_residual
 from trainer.score_stats import SCALE_FLOOR, ScoreStats
 
 torch.set_num_threads(1)
@@ -95,16 +95,17 @@ def test_anomaly_score_uses_the_standardised_map_and_l_d() -> None:
 
 def test_old_checkpoints_keep_their_score_and_new_ones_get_the_defaults() -> None:
     new = build_config()
-    assert (new.train.score_tolerance, new.train.score_normalize, new.train.smooth_sigma) == (1, "pixel", 0.0)
+    assert (new.score.score_tolerance, new.score.score_normalize, new.score.smooth_sigma) == (1, "pixel", 0.0)
     stored = new.to_dict()
     for key in ("score_tolerance", "score_normalize"):
         del stored["train"][key]              # what a checkpoint from before these options holds
     old = Config.from_dict(stored)
-    assert (old.train.score_tolerance, old.train.score_normalize) == (0, "none")
-    assert old.train.smooth_sigma == pytest.approx(old.model.image_size / 32)   # their blur: size/32
+    assert (old.score.score_tolerance, old.score.score_normalize) == (0, "none")
+    assert old.score.smooth_sigma == pytest.approx(old.model.image_size / 32)   # their blur: size/32
     assert Config.from_dict(new.to_dict()).train == new.train
+    assert Config.from_dict(new.to_dict()).score == new.score
     paper = build_config(sets=["recipe=paper"])
-    assert (paper.train.score_tolerance, paper.train.score_normalize) == (0, "none")
+    assert (paper.score.score_tolerance, paper.score.score_normalize) == (0, "none")
 
 
 def test_per_channel_maps_count_a_one_channel_defect_whole() -> None:
@@ -139,10 +140,10 @@ def _raw(x: torch.Tensor, x_hat: torch.Tensor, kernel: torch.Tensor, channels: s
 
 def test_checkpoints_from_before_per_channel_maps_load_and_score_the_channel_mean() -> None:
     new = build_config()
-    assert new.train.score_channels == "max"
+    assert new.score.score_channels == "max"
     stored = new.to_dict()
     del stored["train"]["score_channels"]          # a checkpoint saved before the option existed
-    assert Config.from_dict(stored).train.score_channels == "mean"
+    assert Config.from_dict(stored).score.score_channels == "mean"
     old = ScoreStats(4)
     state = {"map_mean": torch.full((4, 4), 0.5), "map_scale": torch.full((4, 4), 2.0),   # the old H×W buffers
              "ld_mean": torch.zeros(()), "ld_scale": torch.ones(())}
@@ -153,10 +154,10 @@ def test_checkpoints_from_before_per_channel_maps_load_and_score_the_channel_mea
 
 def test_checkpoints_from_before_the_sigma_rule_keep_the_quantile() -> None:
     new = build_config()
-    assert (new.train.threshold_rule, new.train.threshold_sigmas) == ("sigma", 3.0)
+    assert (new.score.threshold_rule, new.score.threshold_sigmas) == ("sigma", 3.0)
     stored = new.to_dict()
     del stored["train"]["threshold_rule"]
-    assert Config.from_dict(stored).train.threshold_rule == "quantile"
+    assert Config.from_dict(stored).score.threshold_rule == "quantile"
 
 
 def test_pooled_l_r_is_standardised_so_lambda_weighs_like_with_like() -> None:

@@ -14,10 +14,10 @@ import pytest
 import torch
 from sklearn.covariance import LedoitWolf
 
+from common.errors import UserError
 from engines.fp16 import write_fp16
-from trainer import checkpoint
+from trainer import detector
 from trainer.config import build_config, replace
-from trainer.errors import UserError
 from trainer.export import export_detector, sample_images
 from trainer.models import build_networks
 from trainer.score_stats import ScoreStats
@@ -69,19 +69,19 @@ def _detector(variant: str = "ours-proj", sets: tuple[str, ...] = ()) -> tuple[o
     nets = build_networks(cfg.model)
     for n in nets.values():
         n.eval()
-    checkpoint.attach_score_stats(cfg, nets)
+    detector.attach_score_stats(cfg, nets)
     x = torch.rand(40, 1, 32, 32) * 2 - 1
-    checkpoint.fit_score_stats(cfg, nets, x)
+    detector.fit_score_stats(cfg, nets, x)
     return cfg, nets
 
 
 def test_detector_adds_each_weighted_term_to_the_papers_score() -> None:
     x = torch.rand(7, 1, 32, 32) * 2 - 1
     cfg, nets = _detector()
-    base = checkpoint.detector_from(cfg, nets)(x)[0]
+    base = detector.detector_from(cfg, nets)(x)[0]
     cfg_w, _ = _detector(sets=("score_pair_weight=0.5", "score_code_weight=2"))
     with torch.no_grad():
-        score = checkpoint.detector_from(cfg_w, nets)(x)[0]
+        score = detector.detector_from(cfg_w, nets)(x)[0]
         z = nets["E"](x)
         pair = nets["S"].pair(-nets["D"](x, z))                           # D's own forward, not the shortcut
         code = nets["S"].code(z)
@@ -89,13 +89,13 @@ def test_detector_adds_each_weighted_term_to_the_papers_score() -> None:
     assert pair.abs().max() > 0 and code.abs().max() > 0                # the terms are not zeros
     # The autoencoder has no D: its pair term is off, its code term still counts.
     cfg_ae, nets_ae = _detector("ae", ("score_pair_weight=1", "score_code_weight=1"))
-    det = checkpoint.detector_from(cfg_ae, nets_ae)
+    det = detector.detector_from(cfg_ae, nets_ae)
     assert det.pair_weight == 0.0 and det.code_weight == 1.0
 
 
 def test_exported_graph_carries_the_terms_in_fp32_and_fp16(tmp_path: Path) -> None:
     cfg, nets = _detector(sets=("score_pair_weight=1", "score_code_weight=1"))
-    det = checkpoint.detector_from(cfg, nets, threshold=1.0, strip_sn=True)
+    det = detector.detector_from(cfg, nets, threshold=1.0, strip_sn=True)
     out = tmp_path / "m.onnx"
     manifest = export_detector(det, out)                               # checks ORT against torch itself
     assert manifest.metrics["score_terms"] == {"pair_weight": 1.0, "code_weight": 1.0}
@@ -115,10 +115,10 @@ def test_configuration_checks_the_terms() -> None:
     with pytest.raises(UserError, match="0..10"):
         build_config("ours-proj", None, ["score_pair_weight=-1"])
     paper = build_config("ours-proj", {"score_pair_weight": 1.0, "score_code_weight": 1.0}, ["recipe=paper"])
-    assert paper.train.score_pair_weight == 0.0 and paper.train.score_code_weight == 0.0
+    assert paper.score.score_pair_weight == 0.0 and paper.score.score_code_weight == 0.0
     # A copy changed by name (the study scripts' way) is held to the same rule, the original untouched.
     mnist_like = build_config("ours-proj", {"score_code_weight": 1.0})
     with pytest.raises(UserError, match="score_normalize=none"):
         replace(mnist_like, score_normalize="none")
-    assert replace(mnist_like, score_normalize="none", score_code_weight=0.0).train.score_normalize == "none"
-    assert mnist_like.train.score_normalize == "pixel"
+    assert replace(mnist_like, score_normalize="none", score_code_weight=0.0).score.score_normalize == "none"
+    assert mnist_like.score.score_normalize == "pixel"

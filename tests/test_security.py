@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from inspector.backfill import BackfillError, BackfillServer, backfill
-from inspector.journal import Journal
-from inspector.security import (
+from inspector.network.backfill import BackfillError, BackfillServer, backfill
+from inspector.network.security import (
     SecurityError,
     apply_client_curve,
     apply_server_curve,
@@ -24,6 +23,7 @@ from inspector.security import (
     reload_allow_list,
     start_authenticator,
 )
+from inspector.state.journal import Journal
 
 
 @pytest.fixture

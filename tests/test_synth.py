@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from common.errors import DataError
 from synth.defects import DEFECTS
 from synth.parts import render_part
 from synth.run import SynthOptions, run_synth, synthesize
@@ -22,7 +23,6 @@ from synth.spec import PartSpec, sample_lighting, sample_part
 from synth.stills import plan_test_split
 from synth.video import LEAD_IN_FRAMES, belt_speed, plan_video, video_lighting
 from trainer.cli import main
-from trainer.errors import DataError
 
 try:
     import tomllib

@@ -16,21 +16,15 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from common.errors import UserError
 from trainer.cli import main
 from trainer.config import Config, build_config
-from trainer.errors import UserError
 from trainer.evaluate import score_images
+from trainer.fit import fit_arrays, split_validation
 from trainer.losses import consistency_loss, d_loss
 from trainer.models import build_networks, init_weights
-from trainer.train import (
-    Algorithm,
-    DistInfo,
-    balance_weight,
-    fit_arrays,
-    output_layer,
-    split_validation,
-    to_tensor,
-)
+from trainer.steps import make_step
+from trainer.tensors import to_tensor
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +62,7 @@ def test_one_step_lowers_the_losses_it_should() -> None:
     for n in nets.values():
         init_weights(n)
         n.train()
-    algo = Algorithm(cfg, nets, DistInfo())
+    algo = make_step(cfg, nets)
     x = to_tensor(discs(8, 1))
     torch.manual_seed(7)
     z = torch.randn(8, cfg.model.z_dim)
@@ -89,7 +83,7 @@ def test_ae_step_lowers_reconstruction_error() -> None:
     cfg = tiny_config("ae")
     torch.manual_seed(0)
     nets = build_networks(cfg.model)
-    algo = Algorithm(cfg, nets, DistInfo())
+    algo = make_step(cfg, nets)
     x = to_tensor(discs(8, 2))
     first = algo.step(x)["recon"]
     for _ in range(3):
@@ -219,7 +213,7 @@ def test_config_presets_recipe_and_parsing() -> None:
     assert paper.train.lr == pytest.approx(3e-4)  # later --set items win over the recipe
     shipped = build_config("ours-proj")
     assert (shipped.train.loss, shipped.model.d_batchnorm, shipped.train.alpha) == ("hinge", False, 0.9)
-    assert build_config("ae").train.lam == 0.0
+    assert build_config("ae").score.lam == 0.0
     assert build_config("ours-proj", sets=["d_batchnorm=yes"]).model.d_batchnorm is True
     for bad, msg in [("d_batchnorm=maybe", "bad value for d_batchnorm"), ("recipe=egbad", "bad value for recipe"),
                      ("epochs=0", "must be > 0"), ("alpha=1.5", r"in \[0, 1\]"), ("variant=ae", "--model")]:
@@ -231,7 +225,7 @@ def test_mnist_defaults_sit_under_explicit_options() -> None:
     from trainer.config import build_config, with_mnist_defaults
 
     cfg = build_config("ours-proj", with_mnist_defaults({"epochs": None, "seed": 3, "image_size": None}, True))
-    assert (cfg.train.epochs, cfg.train.score_reduce, cfg.train.shift, cfg.train.seed) == (40, "mean", 0.0, 3)
+    assert (cfg.train.epochs, cfg.score.score_reduce, cfg.train.shift, cfg.train.seed) == (40, "mean", 0.0, 3)
     assert cfg.train.lr == pytest.approx(2e-4)
     assert cfg.model.image_size == 32   # a 28-px digit trains at 32 px unless told otherwise
     assert cfg.model.z_dim == 16        # a narrow code for a one-class digit model (F19) ...
@@ -239,7 +233,7 @@ def test_mnist_defaults_sit_under_explicit_options() -> None:
     assert build_config("ours-proj", with_mnist_defaults({"epochs": 7, "image_size": 64}, True)).model.image_size == 64
     assert build_config("ours-proj", with_mnist_defaults({"epochs": 7}, True)).train.epochs == 7
     line = build_config("ours-proj", with_mnist_defaults({"epochs": None, "image_size": None}, False))
-    assert (line.train.epochs, line.train.score_reduce, line.model.image_size, line.model.z_dim) == (80, "max", 128, 100)
+    assert (line.train.epochs, line.score.score_reduce, line.model.image_size, line.model.z_dim) == (80, "max", 128, 100)
 
 
 def test_weight_average_is_what_ships_and_resumes_exactly(tmp_path: Path) -> None:
@@ -258,133 +252,26 @@ def test_weight_average_is_what_ships_and_resumes_exactly(tmp_path: Path) -> Non
         assert torch.equal(v, resumed.nets["E"].state_dict()[k])
 
 
-def test_random_rotation_turns_each_image_by_at_most_the_bound() -> None:
-    from trainer.train import random_rotation
-    x = torch.full((64, 1, 33, 33), -1.0)
-    x[:, 0, 16, 26:29] = 1.0                       # a bright dash 11 px right of the centre
-    assert torch.equal(random_rotation(x, 0.0), x)
-    torch.manual_seed(0)
-    y = random_rotation(x, 20.0)
-    w = (y[:, 0] + 1).clamp(min=0)
-    rows, cols = torch.meshgrid(torch.arange(33.0), torch.arange(33.0), indexing="ij")
-    cy = (w * rows).sum((1, 2)) / w.sum((1, 2)) - 16
-    cx = (w * cols).sum((1, 2)) / w.sum((1, 2)) - 16
-    angles = torch.rad2deg(torch.atan2(cy, cx))
-    assert angles.abs().max() <= 21.0                # within the bound (a pixel's rounding)
-    assert angles.std() > 5.0                        # and really random, both ways
-    assert (angles > 5).any() and (angles < -5).any()
-    assert torch.allclose(torch.hypot(cy, cx), torch.full((64,), 11.0), atol=0.6)   # turned, not moved
+def test_retired_options_are_refused_by_set_and_old_configs_still_load(tmp_path: Path) -> None:
+    from trainer.config import RETIRED
+    from trainer.fit import FitOptions
 
-
-def test_cosine_schedule_sets_each_epochs_rate_and_resumes_on_it(tmp_path: Path) -> None:
-    from trainer.train import epoch_lr
-    t = tiny_config(epochs=4, lr_schedule="cosine").train
-    rates = [epoch_lr(t, e) for e in range(1, 5)]
-    assert rates[0] == pytest.approx(t.lr)                                    # starts at lr
-    assert rates == sorted(rates, reverse=True) and rates[-1] < 0.2 * t.lr    # decays towards 0
-    assert epoch_lr(tiny_config(epochs=4).train, 4) == t.lr                    # constant by default
-    imgs = discs(24, 8)
-    run = fit_arrays(imgs, tiny_config(epochs=3, lr_schedule="cosine"), out=tmp_path / "a", verbose=False)
-    assert [h["lr"] for h in run.history] == pytest.approx([epoch_lr(tiny_config(epochs=3, lr_schedule="cosine").train, e)
-                                                           for e in (1, 2, 3)])
-    algo = Algorithm(tiny_config(epochs=3, lr_schedule="cosine"), build_networks(tiny_config().model), DistInfo())
-    algo.set_epoch(3)
-    assert all(g["lr"] == pytest.approx(run.history[2]["lr"]) for o in algo.opts.values() for g in o.param_groups)
-    fit_arrays(imgs, tiny_config(epochs=2, lr_schedule="cosine"), out=tmp_path / "b", verbose=False)
-    resumed = fit_arrays(imgs, tiny_config(epochs=3, lr_schedule="cosine"), out=tmp_path / "b", resume=True,
-                         verbose=False)
-    assert resumed.history[2]["lr"] == pytest.approx(run.history[2]["lr"])
-
-
-def test_corrupt_adds_noise_and_erases_one_square_per_image_only_when_asked() -> None:
-    from trainer.train import corrupt
-    x = to_tensor(discs(16, 9))
-    assert corrupt(x, 0.0, 0.0) is x                            # off by default: the paper's clean input
-    torch.manual_seed(0)
-    noisy = corrupt(x, 0.2, 0.0)
-    assert (noisy - x).std().item() == pytest.approx(0.2, rel=0.1)
-    torch.manual_seed(0)
-    erased = corrupt(x, 0.0, 0.5)
-    assert not torch.equal(erased, x) and torch.equal(x, to_tensor(discs(16, 9)))   # x itself untouched
-    for i in range(16):
-        changed = (erased[i, 0] != x[i, 0])
-        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
-        if len(rows):                                           # one square, at most half the side
-            assert rows.max() - rows.min() < 16 and cols.max() - cols.min() < 16
-            assert torch.allclose(erased[i, 0][changed], x[i].mean().expand(int(changed.sum())))
-
-
-def test_denoising_step_reconstructs_towards_the_clean_image() -> None:
-    """With input corruption E sees a noisy image, yet the loss pulls G(E(·)) towards the clean x."""
-    cfg = tiny_config("ae", input_noise=0.3)
-    torch.manual_seed(0)
-    nets = build_networks(cfg.model)
-    algo = Algorithm(cfg, nets, DistInfo())
-    x = to_tensor(discs(8, 2))
-    seen: list[torch.Tensor] = []
-    hook = nets["E"].register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
-    first = algo.step(x)["recon"]
-    hook.remove()
-    assert (seen[0] - x).abs().mean() > 0.1                    # E was fed the corrupted image
-    for _ in range(5):
-        last = algo.step(x)["recon"]
-    assert last < first                                          # recon = |x_clean - G(E(x_noisy))|
-
-
-def test_balance_weight_makes_alpha_the_split_of_the_two_gradients_at_gs_output() -> None:
-    """adv_balance: w·||∇L_adv|| = ||∇L_cons|| at G's output layer, whatever the two losses' scales."""
-    torch.manual_seed(0)
-    G = build_networks(tiny_config().model)["G"]
-    z = torch.randn(4, 16)
-    out = G(z)
-    cons, adv = out.abs().sum(), out.mean()    # a per-sample sum against a mean: different scales
-    w = balance_weight(cons, adv, G)
-    last = output_layer(G).weight
-    g_cons = torch.autograd.grad(cons, last, retain_graph=True)[0]
-    g_adv = torch.autograd.grad(w * adv, last, retain_graph=True)[0]
-    assert isinstance(output_layer(G), torch.nn.ConvTranspose2d) and output_layer(G).out_channels == 1
-    assert g_adv.norm().item() == pytest.approx(g_cons.norm().item(), rel=1e-4)
-    assert not w.requires_grad and 1.0 < w.item() < 1e4
-    assert balance_weight(cons, 1e-9 * adv, G).item() == 1e4    # capped where L_adv carries no gradient
-
-
-def test_adv_balance_step_weighs_the_adversarial_term_and_still_trains() -> None:
-    x = to_tensor(discs(8, 3))
-    weights = {}
-    for balance in (False, True):
-        cfg = tiny_config(adv_balance=balance)
-        torch.manual_seed(0)
-        algo = Algorithm(cfg, build_networks(cfg.model), DistInfo())
-        steps = [algo.step(x) for _ in range(4)]
-        weights[balance] = [s["adv_w"] for s in steps]
-        assert all(np.isfinite([s["loss_eg"] for s in steps]))
-        assert steps[-1]["recon"] < steps[0]["recon"]
-    assert weights[False] == [1.0] * 4
-    assert all(w > 1.0 for w in weights[True])   # under the ||.||_1 sum the adversarial gradient is the small one
-    assert build_config("ours-proj", sets=["adv_balance=true"]).train.adv_balance is True
-
-
-def test_adv_match_step_pulls_ds_features_of_the_reconstruction_towards_the_images() -> None:
-    """adv_match: E/G's adversarial term is ||f(x) - f(G(E(x)))||_1 through D's trunk, and it trains."""
-    x = to_tensor(discs(8, 4))
-    cfg = tiny_config(adv_match=True)
-    torch.manual_seed(0)
-    nets = build_networks(cfg.model)
-    algo = Algorithm(cfg, nets, DistInfo())
-    verdicts: list[int] = []
-    hook = nets["D"].register_forward_hook(lambda _m, args, _out: verdicts.append(args[0].shape[0]))
-    trunk: list[tuple[torch.Tensor, torch.Tensor]] = []
-    thook = nets["D"].trunk.register_forward_hook(lambda _m, a, out: trunk.append((a[0].detach(), out.detach())))
-    steps = [algo.step(x) for _ in range(4)]
-    hook.remove()
-    thook.remove()
-    assert verdicts == [16] * 4         # D's verdict only for its own update
-    assert len(trunk) == 8              # per step: D's update, then the features of x and G(E(x))
-    for k, step in enumerate(steps):
-        (seen_d, _), (seen_eg, phi) = trunk[2 * k], trunk[2 * k + 1]
-        assert torch.equal(seen_eg[:8], x) and torch.equal(seen_d[:8], x)
-        assert not torch.allclose(seen_eg[8:], seen_d[8:])   # G(E(x)), not the generated G(z)
-        f = phi.sum(dim=(2, 3))                               # the projection D's f: sum pooling
-        assert step["adv"] == pytest.approx((f[:8] - f[8:]).abs().sum(1).mean().item(), rel=1e-5)
-    assert steps[-1]["recon"] < steps[0]["recon"]
-    assert all(np.isfinite([s["loss_eg"] for s in steps]))
+    for key in RETIRED:                      # measured, did not help, removed: --set names the finding
+        with pytest.raises(UserError, match=f"option '{key}' was retired"):
+            build_config("ours-proj", sets=[f"{key}=1"])
+    stored = build_config().to_dict()        # what a checkpoint written before the retirement holds
+    stored["model"]["d_sn_heads"] = False
+    stored["train"].update(adv_balance=False, adv_match=False, lr_schedule="constant", rotate=0.0,
+                           input_noise=0.0, input_erase=0.0)
+    assert Config.from_dict(stored) == build_config()
+    stored["train"]["adv_balance"] = True    # trained with it: the weights still score as they are
+    assert Config.from_dict(stored) == build_config()
+    stored["model"]["d_sn_heads"] = True     # but D's heads had spectral norm: those weights do not fit
+    with pytest.raises(UserError, match="d_sn_heads"):
+        Config.from_dict(stored)
+    fit_arrays(discs(24, 8), tiny_config(epochs=1), out=tmp_path / "a", verbose=False)
+    last = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    last["config"]["train"]["rotate"] = 5.0  # a run started with a retired option cannot go on without it
+    torch.save(last, tmp_path / "a" / "last.pt")
+    with pytest.raises(UserError, match="rotate=5.0"):
+        FitOptions(data_dir=tmp_path, out=tmp_path / "a", resume=True).config()

@@ -6,7 +6,6 @@ run resumes; DIR/results.md has the paper's Table 1 layout (folder data) or per-
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -18,10 +17,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from common.auroc import auroc
+from common.errors import DataError, UserError
+from common.layout import detect_layout
 from trainer.baselines import BASELINES
 from trainer.config import VARIANTS, build_config, with_mnist_defaults
-from trainer.datasets import ImageSet, detect_layout, load_split
-from trainer.errors import UserError
+from trainer.datasets import ImageSet, load_split
+from trainer.plots import plot_bars
 
 METHODS = (*VARIANTS, *BASELINES)
 RESULTS_SCHEMA = 1
@@ -96,7 +98,7 @@ def score_method(job: Job, train: ImageSet, test: ImageSet, image_size: int, epo
         scores = model.score(test.images)
     else:
         from trainer.evaluate import score_images
-        from trainer.train import fit_arrays
+        from trainer.fit import fit_arrays
 
         overrides: dict[str, Any] = {"image_size": image_size, "channels": train.images.shape[-1],
                                      "seed": job.seed, "epochs": epochs}
@@ -110,17 +112,19 @@ def score_method(job: Job, train: ImageSet, test: ImageSet, image_size: int, epo
 
 
 def make_record(job: Job, test: ImageSet, scores: np.ndarray, train_s: float, ips: float) -> dict[str, Any]:
-    from sklearn.metrics import roc_auc_score
-
+    """One results.json record: image AUROC overall and per defect type (that type against the good images)."""
     kinds = np.asarray(test.kinds)
     good = kinds == "good"
+    image_auroc = auroc(test.labels, scores)
+    if image_auroc is None:
+        raise DataError(f"the test split of {job.dataset} holds one class only; a benchmark needs good and "
+                        "defective images")
     per_defect = {
-        k: float(roc_auc_score(np.r_[np.zeros(good.sum()), np.ones((kinds == k).sum())],
-                               np.r_[scores[good], scores[kinds == k]]))
+        k: auroc(np.r_[np.zeros(good.sum()), np.ones((kinds == k).sum())], np.r_[scores[good], scores[kinds == k]])
         for k in sorted(set(test.kinds) - {"good"})
     }
     return {"dataset": job.dataset, "method": job.label, "variant": job.method, "sets": list(job.sets), "seed": job.seed,
-            "image_auroc": float(roc_auc_score(test.labels, scores)), "per_defect_auroc": per_defect,
+            "image_auroc": image_auroc, "per_defect_auroc": per_defect,
             "train_seconds": round(train_s, 2), "images_per_s": round(ips, 1), "n_test": len(test)}
 
 
@@ -236,26 +240,7 @@ def write_report(out: Path, results: ResultsFile, mnist: bool, command: str) -> 
     text = (f"# trainer bench results\n\nCommand: `{command}`\n\nMachine: {meta['machine']}\n\n"
             f"Image-level AUROC (mean ± std over seeds where more than one).\n\n{table}\n")
     (out / "results.md").write_text(text)
-    plot_bars(out / "results.png", recs, methods)
-
-
-def plot_bars(path: Path, records: list[dict[str, Any]], methods: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [m for m in methods if _by(records, m)]
-    means = [float(np.mean([r["image_auroc"] for r in _by(records, m)])) for m in shown]
-    fig, ax = plt.subplots(figsize=(1.1 * len(shown) + 2, 3.5))
-    bars = ax.bar(shown, means, color=["#3a6ea5" if m not in BASELINES else "#999999" for m in shown])
-    ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    ax.set_ylim(min([0.5, *means]) - 0.02, 1.0)
-    ax.set_ylabel("image AUROC (mean)")
-    ax.set_title("trainer bench")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_bars(out / "results.png", recs, methods, grey=set(BASELINES))
 
 
 def run_jobs(jobs: list[Job], data_dir: Path, results: ResultsFile, image_size: int, epochs: int | None,
@@ -276,45 +261,59 @@ def run_jobs(jobs: list[Job], data_dir: Path, results: ResultsFile, image_size: 
             on_record(record)
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    data_dir: Path = args.data_dir
-    methods = parse_methods(args.models)
-    if args.seeds < 1:
+@dataclass(frozen=True)
+class BenchOptions:
+    """`trainer bench DATA --out DIR ...`: which methods on which data, how many seeds, or a merge."""
+
+    data_dir: Path
+    out: Path
+    methods: tuple[str, ...] = METHODS
+    epochs: int | None = None
+    image_size: int | None = None
+    digits: tuple[int, ...] | None = None   # the normal digits of an MNIST folder
+    seeds: int = 1
+    first_seed: int = 0
+    sets: tuple[str, ...] = ()              # --set items for the trained methods (an ablation row)
+    merge: tuple[Path, ...] = ()            # other bench folders to merge instead of running
+
+
+def run_bench(opts: BenchOptions) -> int:
+    data_dir = opts.data_dir
+    if opts.seeds < 1:
         raise UserError("--seeds must be at least 1")
-    if args.first_seed < 0:
+    if opts.first_seed < 0:
         raise UserError("--first-seed must be 0 or more")
-    if args.epochs is not None and args.epochs < 1:
+    if opts.epochs is not None and opts.epochs < 1:
         raise UserError("--epochs must be at least 1")
     layout = detect_layout(data_dir)  # raises DataError for a missing or unrecognised folder
     mnist = layout == "mnist"
-    if mnist and args.mnist_digits is None and not args.merge:  # merging trains nothing: no digits needed
+    if mnist and opts.digits is None and not opts.merge:  # merging trains nothing: no digits needed
         raise UserError(f"{data_dir} holds MNIST IDX files: say which normal digits with --mnist-digits 0-9")
-    if not mnist and args.mnist_digits is not None:
+    if not mnist and opts.digits is not None:
         raise UserError(f"--mnist-digits applies to MNIST IDX folders; {data_dir} is a {layout} folder")
     if layout == "plain":
         raise UserError(f"{data_dir} has good images only; a benchmark needs a test split (MVTec layout or MNIST)")
-    digits = parse_digits(args.mnist_digits) if mnist and args.mnist_digits is not None else None
     # the size `trainer fit` would train this data at: the same defaults, resolved the same way
-    image_size = build_config(overrides=with_mnist_defaults({"image_size": args.image_size}, mnist)).model.image_size
-    out: Path = args.out
+    image_size = build_config(overrides=with_mnist_defaults({"image_size": opts.image_size}, mnist)).model.image_size
+    out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": f"{platform.machine()}, {_cpu_count()} CPU cores, Python {platform.python_version()}",
-            "data": str(data_dir), "image_size": image_size, "epochs": args.epochs}
+            "data": str(data_dir), "image_size": image_size, "epochs": opts.epochs}
     results = ResultsFile(out / "results.json", meta)
-    if args.merge:
-        return merge_benches(out, results, args.merge, mnist)
-    sets = tuple(args.set)
-    build_config("ours-proj", None, list(sets))  # a bad --set fails now, not after hours of training
-    jobs = plan_jobs(data_dir, methods, digits, args.seeds, sets, args.first_seed)
+    if opts.merge:   # recorded rows are kept as they are, --set labels of since retired options included
+        return merge_benches(out, results, list(opts.merge), mnist)
+    build_config("ours-proj", None, list(opts.sets))  # a bad --set fails now, not after hours of training
+    jobs = plan_jobs(data_dir, list(opts.methods), list(opts.digits) if opts.digits is not None else None,
+                     opts.seeds, opts.sets, opts.first_seed)
     print(f"trainer bench: {len(jobs)} runs ({len(results.done() & {j.key for j in jobs})} already done) -> {out}")
 
     def show(r: dict[str, Any]) -> None:
         tqdm.write(f"  {r['dataset']:>10s} {r['method']:<12s} seed {r['seed']}  AUROC {r['image_auroc']:.3f}  "
                    f"train {r['train_seconds']:.0f}s  {_rate(r['images_per_s'])} img/s")
 
-    command = "trainer bench " + " ".join(_argv_of(args))
+    command = "trainer bench " + " ".join(_argv_of(opts))
     try:
-        run_jobs(jobs, data_dir, results, image_size, args.epochs, on_record=show)
+        run_jobs(jobs, data_dir, results, image_size, opts.epochs, on_record=show)
     finally:
         if results.records:
             write_report(out, results, mnist, command)
@@ -342,11 +341,19 @@ def _cpu_count() -> int:
     return available_cores()
 
 
-def _argv_of(args: argparse.Namespace) -> list[str]:
-    parts = [str(args.data_dir), "--out", str(args.out), "--models", args.models]
-    for flag, value in (("--epochs", args.epochs), ("--image-size", args.image_size),
-                        ("--mnist-digits", args.mnist_digits)):
+def _digits_text(digits: tuple[int, ...]) -> str:
+    """(0, 1, ..., 9) -> '0-9'; (1, 3, 7) -> '1,3,7' (as --mnist-digits takes them)."""
+    if len(digits) > 1 and list(digits) == list(range(digits[0], digits[-1] + 1)):
+        return f"{digits[0]}-{digits[-1]}"
+    return ",".join(map(str, digits))
+
+
+def _argv_of(opts: BenchOptions) -> list[str]:
+    """The command line that runs this bench (for the report's header)."""
+    parts = [str(opts.data_dir), "--out", str(opts.out), "--models", ",".join(opts.methods)]
+    for flag, value in (("--epochs", opts.epochs), ("--image-size", opts.image_size),
+                        ("--mnist-digits", None if opts.digits is None else _digits_text(opts.digits))):
         if value is not None:
             parts += [flag, str(value)]
-    seeds = ["--seeds", str(args.seeds)] + (["--first-seed", str(args.first_seed)] if args.first_seed else [])
-    return [*parts, *seeds, *[f"--set {item}" for item in args.set]]
+    seeds = ["--seeds", str(opts.seeds)] + (["--first-seed", str(opts.first_seed)] if opts.first_seed else [])
+    return [*parts, *seeds, *[f"--set {item}" for item in opts.sets]]

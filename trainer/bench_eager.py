@@ -15,7 +15,7 @@ import torch
 
 from engines.bench import Runner, bench
 from engines.onnxruntime_engine import default_threads
-from trainer.checkpoint import load_detector
+from trainer.detector import load_detector
 from trainer.export import ScoringGraph, input_spec, strip_for_export
 
 

@@ -1,7 +1,8 @@
 """`trainer` command line: synth, fit, evaluate, export, bench.
 
 Each subcommand imports its module lazily so `trainer --help` is fast and an error in one
-path cannot break the others. User errors end with one line on stderr and exit code 2.
+path cannot break the others; it hands the module typed options (a dataclass), never the
+argparse Namespace. User errors end with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.errors import UserError
 from trainer.config import SIZES
-from trainer.errors import UserError
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def _build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=int, default=None)
     f.add_argument("--image-size", type=int, default=None, choices=SIZES,
                    help="default 128; 32 for an MNIST folder. 64 trains ≈ 4.5x faster on a CPU and misses "
-                        "more of the smallest defects (docs/detector.md F22)")
+                        "more of the smallest defects (docs/research/findings.md F22)")
     f.add_argument("--channels", type=int, default=None, choices=[1, 3], help="default: the data's own")
     f.add_argument("--mnist-digit", type=int, default=None, help="normal digit for an MNIST IDX folder")
     f.add_argument("--batch-size", type=int, default=None)
@@ -90,21 +91,34 @@ def main(argv: list[str] | None = None) -> int:
                 rotation=args.rotation,
             ))
         if args.command == "fit":
-            from trainer.train import run_fit
+            from trainer.fit import FitOptions, fit_folder
 
-            return run_fit(args)
+            fit_folder(FitOptions(
+                data_dir=args.data_dir, out=args.out, variant=args.model, epochs=args.epochs,
+                image_size=args.image_size, channels=args.channels, mnist_digit=args.mnist_digit,
+                batch_size=args.batch_size, z_dim=args.z_dim, seed=args.seed, device=args.device,
+                resume=args.resume, sets=tuple(args.set),
+            ))
+            return 0
         if args.command == "evaluate":
-            from trainer.evaluate import run_evaluate
+            from trainer.evaluate import EvaluateOptions, evaluate_run
 
-            return run_evaluate(args)
+            evaluate_run(EvaluateOptions(run_dir=args.run_dir, data=args.data))
+            return 0
         if args.command == "export":
-            from trainer.export import run_export
+            from trainer.export import ExportOptions, export_run
 
-            return run_export(args)
+            export_run(ExportOptions(run_dir=args.run_dir, out=args.out))
+            return 0
         if args.command == "bench":
-            from trainer.bench import run_bench
+            from trainer.bench import BenchOptions, parse_digits, parse_methods, run_bench
 
-            return run_bench(args)
+            return run_bench(BenchOptions(
+                data_dir=args.data_dir, out=args.out, methods=tuple(parse_methods(args.models)),
+                epochs=args.epochs, image_size=args.image_size,
+                digits=None if args.mnist_digits is None else tuple(parse_digits(args.mnist_digits)),
+                seeds=args.seeds, first_seed=args.first_seed, sets=tuple(args.set), merge=tuple(args.merge or ()),
+            ))
     except UserError as exc:
         print(f"trainer {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
-"""Detector configuration as plain data: defaults beside their meaning, variant presets, --set parsing.
+"""Detector configuration as plain data: the networks, the training, the score; presets and --set parsing.
 
-The paper's recipe is one `--set` away from the shipped defaults (see docs/detector.md for the evidence).
+Each option's comment says what it does; why it has its default is in docs/research/findings.md
+(the F numbers in the comments).
+The paper's recipe is one `--set recipe=paper` away from the shipped defaults.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from trainer.errors import UserError
+from common.errors import UserError
 
 VARIANTS = ("ours-proj", "ours-concat", "bigan-proj", "egbad", "ae", "anogan")
 SIZES = (32, 64, 128, 256)
@@ -17,17 +19,18 @@ SIZES = (32, 64, 128, 256)
 
 @dataclass
 class ModelConfig:
+    """The networks' shapes (trainer/models.py)."""
+
     variant: str = "ours-proj"   # one of VARIANTS
-    image_size: int = 128        # 32, 64, 128 or 256 px (square); 128 beat 64 on every seed of the line (F22)
+    image_size: int = 128        # 32, 64, 128 or 256 px (square) (F22)
     channels: int = 3            # 1 (grey) or 3 (BGR)
     z_dim: int = 100             # latent size (paper: 100)
     width: int = 32              # channels of the first conv; doubles per stride-2 stage
     max_width: int = 256         # cap on conv channels for the big sizes
     join: str = "projection"     # D joins x and z by "projection" (paper eq. 13) or "concat" (EGBAD)
     eg_batchnorm: bool = True    # BatchNorm on E's and G's convs (paper: yes)
-    d_batchnorm: bool = False    # BatchNorm on D's convs (paper: yes; unstable with SN, see docs)
+    d_batchnorm: bool = False    # BatchNorm on D's convs (paper: yes; with spectral norm it does not learn, F1)
     d_spectral_norm: bool = True  # spectral norm on D's convs (paper: yes)
-    d_sn_heads: bool = False     # also on D's linear heads f_1, f_zdim / the concat MLPs (Miyato's projection D)
     pooling: str = "sum"         # D's global pooling of the trunk: "sum" (paper) or "mean"
     latent_bound: float = 4.0    # E(x) = b·tanh(h/b) keeps codes on the prior's scale; 0 = unbounded (paper)
     concat_hidden: int = 512     # width of the z-MLP and joint layer of the concat D
@@ -35,54 +38,50 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 80             # passes over the training images (~3 min for 400 images at 64 px on 2 CPU cores)
+    """How the networks are trained (trainer/steps.py, trainer/fit.py)."""
+
+    epochs: int = 80             # passes over the training images
     batch_size: int = 16
-    lr: float = 8e-4             # Adam learning rate for E, G and D (paper: 1e-4; docs/detector.md F14)
-    lr_schedule: str = "constant"  # "constant" (paper) or "cosine": lr·½(1 + cos(π·(epoch-1)/epochs)), per epoch
+    lr: float = 8e-4             # Adam learning rate for E, G and D (paper: 1e-4; F14)
     beta1: float = 0.5           # Adam betas (paper: 0.9, 0.999)
     beta2: float = 0.999
     alpha: float = 0.9           # L_EG = alpha·L_cons + (1-alpha)·L_adv (paper: 0.9; 0 = no consistency)
     loss: str = "hinge"          # adversarial loss: "bce" (paper) or "hinge"
-    adv_balance: bool = False    # scale L_adv each step so its gradient at G's output layer is (1-alpha)/alpha of
-    #                              L_cons's (VQGAN's adaptive weight): under the paper's per-sample ||.||_1 sum the
-    #                              adversarial term is ~1 % of the gradient otherwise; off = the paper's fixed weights
-    adv_match: bool = False      # E/G's adversarial loss: match D's features of x and G(E(x)), ||f(x) - f(x_hat)||_1
-    #                              per sample (feature matching, as GANomaly), instead of fooling D's verdict (paper)
     latent_weight: float = 1.0   # weight of ||z - E(G(z))||_1 inside L_cons
     cons_reduce: str = "sum"     # L_cons norms: "sum" over each sample's elements (paper's ||.||_1) or "mean"
+    ema: float = 0.99            # decay per step of an exponential moving average of E, G and D's weights,
+    #                              which then is what gets validated and shipped; 0 = off (the last weights)
+    bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
+    shift: float = 0.06          # random translation of training images, up to this fraction of the size; 0 = off
+    val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
+    select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
+    seed: int = 0
+    device: str = "auto"         # auto, cpu or cuda
+
+
+@dataclass
+class ScoreConfig:
+    """How a trained detector scores an image and where its threshold lies (trainer/score.py, detector.py)."""
+
     lam: float = 0.1             # score A = (1-lam)·L_R + lam·L_D (paper: 0.1)
     score_reduce: str = "max"    # L_R per image: "max" of the anomaly map, or its "mean" (paper)
     smooth_sigma: float = 0.0    # Gaussian sigma (px) of the anomaly map; 0 = image_size/64
-    score_tolerance: int = 1     # residual = distance of x to the range of G(E(x)) within ± this many px
-    #                              (blurred or shifted edges are not defects); 0 = |x - G(E(x))| (paper)
-    score_normalize: str = "pixel"  # "pixel": standardise the map per pixel (and L_D) by the normal
+    score_tolerance: int = 1     # residual = distance of x to the range of G(E(x)) within ± this many px;
+    #                              0 = |x - G(E(x))| (paper)
+    score_normalize: str = "pixel"  # "pixel": standardise the map per pixel (and L_D, L_R) by the normal
     #                              training images' mean and spread (trainer/score_stats.py); "none" (paper)
-    score_channels: str = "max"  # "max": each colour channel's residual map scored (standardised) on its own,
-    #                              the map is their max (a defect in one channel counts whole); "mean" (paper)
+    score_channels: str = "max"  # "max": each colour channel's residual map standardised on its own, the map
+    #                              is their max; "mean": one map of the channel mean (paper)
     score_pair_weight: float = 0.0  # A += this · L_P, D's verdict on the pair: -D(x, E(x)) standardised on the normal
     #                              images (EGBAD's cross-entropy score); needs score_normalize=pixel; 0 = off (paper)
     score_code_weight: float = 0.0  # A += this · L_Z, the Mahalanobis distance of E(x) to the normal images' codes,
     #                              standardised; needs score_normalize=pixel; 0 = off (paper)
-    ema: float = 0.99            # decay per step of an exponential moving average of E, G and D's weights,
-    #                              which then is what gets validated and shipped; 0 = off (the last weights)
-    bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
-    shift: float = 0.06          # random translation of training images, up to this fraction of the size
-    #                              (a trigger never centres a moving part exactly; normals stay normal); 0 = off
-    rotate: float = 0.0          # random rotation of training images by up to ± this many degrees; 0 = off
-    input_noise: float = 0.0     # denoising: E sees x + N(0, this²) (x in [-1, 1]) and G(E(·)) must give back the
-    #                              clean x; the score sees clean images; 0 = off (paper)
-    input_erase: float = 0.0     # inpainting: E sees x with a random square of up to this fraction of the side
-    #                              filled by the image's mean, G(E(·)) must give back the whole x; 0 = off (paper)
-    val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
-    select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
-    anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
-    anogan_lr: float = 0.05      # AnoGAN: Adam learning rate of the latent search
     threshold_rule: str = "sigma"  # shipped threshold from held-out normal scores: "sigma" = mean + threshold_sigmas
-    #                              standard deviations (trainer/threshold.py), "quantile" = their threshold_quantile
+    #                              standard deviations, "quantile" = their threshold_quantile (trainer/threshold.py)
     threshold_sigmas: float = 3.0
     threshold_quantile: float = 0.99
-    seed: int = 0
-    device: str = "auto"         # auto, cpu or cuda
+    anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
+    anogan_lr: float = 0.05      # AnoGAN: Adam learning rate of the latent search
 
 
 # Per-variant settings applied before the user's --set overrides.
@@ -95,7 +94,7 @@ VARIANT_PRESETS: dict[str, dict[str, Any]] = {
     "anogan": {"join": "projection"},
 }
 
-# The paper's recipe as written (DESIGN.md §1), selected with `--set recipe=paper` (other --set items still apply).
+# The paper's recipe as written, selected with `--set recipe=paper` (other --set items still apply).
 PAPER_RECIPE: dict[str, Any] = {
     "d_batchnorm": True, "pooling": "sum", "loss": "bce", "lr": 1e-4, "beta1": 0.9, "beta2": 0.999,
     "latent_bound": 0.0, "alpha": 0.9, "cons_reduce": "sum", "score_reduce": "mean", "bn_recalibrate": False,
@@ -103,24 +102,29 @@ PAPER_RECIPE: dict[str, Any] = {
     "score_pair_weight": 0.0, "score_code_weight": 0.0,
 }
 
+# MNIST one-class (`fit --mnist-digit`, `bench` on MNIST folders), under the explicit options and --set
+# items: whole-image anomalies, centred digits, ≈ 6,000 images a digit, 28-px images
+# (docs/research/findings.md F6, F11, F14, F19, F20).
+MNIST_OVERRIDES: dict[str, Any] = {"image_size": 32, "score_reduce": "mean", "shift": 0.0, "epochs": 40, "lr": 2e-4,
+                                   "z_dim": 16, "score_pair_weight": 1.0, "score_code_weight": 1.0}
+
 # Checkpoints written before an option existed behave as they did then: a stored config that lacks
 # score_tolerance predates the tolerant residual, the per-pixel statistics and the image_size/64 sigma;
 # one that lacks score_channels predates the per-channel map (it scored the channel mean).
 LEGACY_SCORE = {"score_tolerance": 0, "score_normalize": "none", "score_channels": "mean"}
 
-# MNIST one-class, applied by `fit --mnist-digit` and `bench` on MNIST folders under the explicit
-# options and --set items: its anomalies are whole images (another digit), so the mean residual ranks
-# them better than the map's peak (docs/detector.md, F6); its digits are centred by centre of mass, so
-# there is no trigger jitter to absorb and shifting only teaches the model to draw displaced strokes
-# (F11); a digit has ≈ 6,000 training images, 15× a line's, so 40 epochs are already 15,000 steps;
-# and the line's faster learning rate costs digits accuracy (0.996 → 0.992, F14). A 28-px digit trains
-# at 32 px, as `trainer bench` always did (64 px costs 3.5× the time for the same picture). A code of
-# 100 numbers for a 1,024-pixel grey digit has room to draw the other digits too, and the longer it
-# trains the better it does (real MNIST digits: AUROC falls with every epoch after the 15th); a
-# 16-number code keeps the model to the normal class. The score is the folders' (λ 0.1, ±1 px
-# tolerance): on real digits it beat F18's λ 0.5 and plain residual, chosen on garments (F19).
-MNIST_OVERRIDES: dict[str, Any] = {"image_size": 32, "score_reduce": "mean", "shift": 0.0, "epochs": 40, "lr": 2e-4,
-                                   "z_dim": 16, "score_pair_weight": 1.0, "score_code_weight": 1.0}
+# Options that were measured, did not help and were removed: name -> (the value that meant "off",
+# where the measurement is). A stored config may hold them at that value; `--set` of one is an error.
+RETIRED: dict[str, tuple[Any, str]] = {
+    "adv_balance": (False, "docs/research/findings.md F23"),
+    "adv_match": (False, "docs/research/findings.md F24"),
+    "lr_schedule": ("constant", "docs/research/findings.md F14, F19"),
+    "rotate": (0.0, "docs/research/findings.md F17"),
+    "input_noise": (0.0, "docs/research/findings.md F21"),
+    "input_erase": (0.0, "docs/research/findings.md F21"),
+    "d_sn_heads": (False, "docs/research/results.md, ablations"),
+}
+_RETIRED_SHAPES = {"d_sn_heads"}   # retired options that changed the networks' weights, not only their training
 
 
 def with_mnist_defaults(overrides: dict[str, Any], mnist: bool) -> dict[str, Any]:
@@ -129,50 +133,72 @@ def with_mnist_defaults(overrides: dict[str, Any], mnist: bool) -> dict[str, Any
         return overrides
     return {**MNIST_OVERRIDES, **{k: v for k, v in overrides.items() if v is not None}}
 
+
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "variant": VARIANTS, "image_size": SIZES, "channels": (1, 3), "join": ("projection", "concat"),
     "pooling": ("sum", "mean"), "cons_reduce": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
     "select": ("val", "last"), "score_normalize": ("none", "pixel"), "score_channels": ("mean", "max"),
     "threshold_rule": ("sigma", "quantile"), "device": ("auto", "cpu", "cuda"),
-    "lr_schedule": ("constant", "cosine"),
 }
 _POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps", "threshold_sigmas",
              "anogan_lr"}
-_UNIT = {"alpha", "lam", "val_fraction", "shift", "input_noise", "input_erase", "threshold_quantile", "beta1", "beta2", "ema"}
+_UNIT = {"alpha", "lam", "val_fraction", "shift", "threshold_quantile", "beta1", "beta2", "ema"}
+
+
+def retired_in(stored: dict[str, Any]) -> dict[str, Any]:
+    """The retired options a stored config (its flat "train" and "model" sections) holds switched on."""
+    flat = {**stored.get("model", {}), **stored.get("train", {})}
+    return {k: flat[k] for k, (off, _) in RETIRED.items() if k in flat and flat[k] != off}
 
 
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": asdict(self.model), "train": asdict(self.train)}
+        """The checkpoint's form (format 1): "model", and "train" holding the training and score options."""
+        return {"model": asdict(self.model), "train": {**asdict(self.train), **asdict(self.score)}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        known_m = {f.name for f in fields(ModelConfig)}
-        known_t = {f.name for f in fields(TrainConfig)}
-        m = ModelConfig(**{k: v for k, v in d.get("model", {}).items() if k in known_m})
-        stored = d.get("train", {})
-        t = TrainConfig(**{k: v for k, v in stored.items() if k in known_t})
+        """Read a stored config (format 1, or older): each key into its section; a retired option is dropped,
+        unless it was on and shaped the networks (then their weights do not fit: a UserError)."""
+        shaped = sorted(set(retired_in(d)) & _RETIRED_SHAPES)
+        if shaped:
+            raise UserError(f"this checkpoint was trained with the retired option(s) {', '.join(shaped)} "
+                            f"({'; '.join(RETIRED[k][1] for k in shaped)}), which shaped its networks; "
+                            "train it again with `trainer fit`")
+        m = ModelConfig(**_known(ModelConfig, d.get("model", {})))
+        stored = {**d.get("train", {}), **d.get("score", {})}
+        t = TrainConfig(**_known(TrainConfig, stored))
+        s = ScoreConfig(**_known(ScoreConfig, stored))
         if stored and "score_tolerance" not in stored:   # saved before the option existed
             for key, value in LEGACY_SCORE.items():
-                setattr(t, key, value)
-            if t.smooth_sigma == 0:
-                t.smooth_sigma = m.image_size / 32
+                setattr(s, key, value)
+            if s.smooth_sigma == 0:
+                s.smooth_sigma = m.image_size / 32
         elif stored and "score_channels" not in stored:
-            t.score_channels = "mean"
+            s.score_channels = "mean"
         if stored and "threshold_rule" not in stored:   # saved when the quantile was the only rule
-            t.threshold_rule = "quantile"
-        return cls(model=m, train=t)
+            s.threshold_rule = "quantile"
+        return cls(model=m, train=t, score=s)
+
+
+def _known(kind: type, stored: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in stored.items() if k in names}
 
 
 def _owner(cfg: Config, key: str) -> object:
-    for part in (cfg.model, cfg.train):
+    parts = (cfg.model, cfg.train, cfg.score)
+    for part in parts:
         if key in {f.name for f in fields(part)}:
             return part
-    known = sorted(f.name for part in (cfg.model, cfg.train) for f in fields(part))
+    if key in RETIRED:
+        raise UserError(f"option {key!r} was retired: it was measured and did not help ({RETIRED[key][1]})")
+    known = sorted(f.name for part in parts for f in fields(part))
     raise UserError(f"unknown option {key!r}; known options: {', '.join(known)}")
 
 
@@ -202,8 +228,6 @@ def _validate(key: str, value: Any) -> None:
         raise UserError(f"bad value for {key}: {value!r}; it must lie in [0, 1]")
     if key == "score_tolerance" and not 0 <= value <= 8:
         raise UserError(f"bad value for score_tolerance: {value!r}; it must lie in 0..8 px")
-    if key == "rotate" and not 0.0 <= value <= 180.0:
-        raise UserError(f"bad value for rotate: {value!r}; it must be 0-180 degrees (0 = off)")
     if key == "smooth_sigma" and value < 0:
         raise UserError(f"bad value for smooth_sigma: {value!r}; it must be >= 0 (0 = image_size/64)")
     if key in ("score_pair_weight", "score_code_weight") and not 0.0 <= value <= 10.0:
@@ -265,15 +289,16 @@ def build_config(variant: str = "ours-proj", overrides: dict[str, Any] | None = 
 
 def check_consistent(cfg: Config) -> None:
     """Options that are each valid but not together: a UserError naming the fix."""
-    t = cfg.train
-    if t.score_normalize == "none" and (t.score_pair_weight > 0 or t.score_code_weight > 0):
+    s = cfg.score
+    if s.score_normalize == "none" and (s.score_pair_weight > 0 or s.score_code_weight > 0):
         raise UserError("score_pair_weight and score_code_weight weigh standardised terms: with score_normalize=none "
                         "also --set score_pair_weight=0 --set score_code_weight=0")
 
 
 def replace(cfg: Config, **changes: Any) -> Config:
-    """A copy of cfg with some options changed (by name, model or train)."""
-    new = Config(model=dataclasses.replace(cfg.model), train=dataclasses.replace(cfg.train))
+    """A copy of cfg with some options changed (by name, in any section)."""
+    new = Config(model=dataclasses.replace(cfg.model), train=dataclasses.replace(cfg.train),
+                 score=dataclasses.replace(cfg.score))
     for key, value in changes.items():
         set_option(new, key, value)
     check_consistent(new)

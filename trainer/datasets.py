@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,18 +13,10 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from trainer.errors import DataError
+from common.errors import DataError
+from common.images import fit_image, read_image
+from common.layout import MNIST_FILE, MNIST_NAMES, class_files, detect_layout, find_mask, mvtec_classes
 from trainer.idx import read_idx
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-MNIST_NAMES = {
-    ("train", "images"): "train-images-idx3-ubyte.gz",
-    ("train", "labels"): "train-labels-idx1-ubyte.gz",
-    ("t10k", "images"): "t10k-images-idx3-ubyte.gz",
-    ("t10k", "labels"): "t10k-labels-idx1-ubyte.gz",
-}
-_MNIST_RE = re.compile(r"^(train|t10k)-(images|labels)[-.]idx[13]-ubyte(\.gz)?$", re.IGNORECASE)
-Layout = Literal["mvtec", "plain", "mnist"]
 
 
 @dataclass
@@ -67,67 +58,6 @@ def load_split(
     return _load_mvtec(root, split, image_size, channels)
 
 
-def detect_layout(root: Path) -> Layout:
-    """'mvtec' (a train/ or test/ folder), 'mnist' (IDX files) or 'plain' (images at the top level)."""
-    if not root.exists():
-        raise DataError(f"data folder {root} does not exist; check the path")
-    if not root.is_dir():
-        raise DataError(f"{root} is not a folder; pass the data set's folder")
-    if (root / "train").is_dir() or (root / "test").is_dir():
-        return "mvtec"
-    files = [f for f in root.iterdir() if f.is_file()]
-    if any(_MNIST_RE.match(f.name) for f in files):
-        return "mnist"
-    if any(is_image_file(f) for f in files):
-        return "plain"
-    raise DataError(f"{root} is neither an MVTec-layout folder (train/good, test/good, test/<defect>), "
-                    "a folder of good images, nor a folder of MNIST IDX files")
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name (suffixes matched case-insensitively)."""
-    return sorted((f for f in folder.iterdir() if is_image_file(f)), key=lambda f: f.name)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file as uint8 H×W×C (C = 1 grey or 3 BGR); 16-bit is scaled, alpha dropped."""
-    try:
-        buf = np.fromfile(path, np.uint8)
-    except OSError as e:
-        raise DataError(f"cannot read image {path} ({e.strerror or e})") from None
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
-    if img is None:
-        raise DataError(f"cannot read image {path}: not a valid image file; replace or remove it")
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise DataError(f"image {path} has {img.dtype} pixels; save it as 8- or 16-bit")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] == 4:
-        img = img[:, :, :3]
-    elif img.shape[2] == 2:
-        img = img[:, :, :1]
-    return img
-
-
-def fit_image(img: np.ndarray, size: int, channels: int | None) -> np.ndarray:
-    """Resize to size×size with INTER_AREA and convert grey<->BGR to `channels` (None: keep)."""
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[:2] != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, img.shape[2])
-    if channels == 1 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[:, :, None]
-    elif channels == 3 and img.shape[2] == 1:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(img)
-
-
 def _check_request(split: str, image_size: int, channels: int | None) -> None:
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test' (got {split!r})")
@@ -141,15 +71,7 @@ def _check_request(split: str, image_size: int, channels: int | None) -> None:
 
 
 def _load_mvtec(root: Path, split: str, size: int, channels: int | None) -> ImageSet:
-    split_dir = root / split
-    if not (split_dir / "good").is_dir():
-        raise DataError(f"{split_dir / 'good'} does not exist; an MVTec-layout folder keeps the {split} "
-                        f"split's normal images in {split}/good")
-    classes = [(split_dir / "good", "good")]
-    if split == "test":
-        defects = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and d.name != "good")
-        classes += [(split_dir / d, d) for d in defects]
-    return _load_classes(root, classes, size, channels, with_masks=split == "test")
+    return _load_classes(root, mvtec_classes(root, split), size, channels, with_masks=split == "test")
 
 
 def _load_classes(
@@ -159,16 +81,11 @@ def _load_classes(
     kinds: list[str] = []
     names: list[str] = []
     masks: list[np.ndarray | None] = []
-    for folder, kind in classes:
-        files = image_files(folder)
-        if not files:
-            rel = folder.relative_to(root).as_posix() if folder != root else str(root)
-            raise DataError(f"{rel} has no images (looked for {' '.join(IMAGE_SUFFIXES)}) in {root}")
-        for f in files:
-            images.append(fit_image(read_image(f), size, None))
-            kinds.append(kind)
-            names.append(f.relative_to(root).as_posix())
-            masks.append(_read_mask(root, kind, f, size) if with_masks and kind != "good" else None)
+    for f, kind in class_files(root, classes):
+        images.append(fit_image(read_image(f), size, None))
+        kinds.append(kind)
+        names.append(f.relative_to(root).as_posix())
+        masks.append(_read_mask(root, kind, f, size) if with_masks and kind != "good" else None)
     own = 3 if any(im.shape[2] == 3 for im in images) else 1
     stacked = np.stack([fit_image(im, size, channels or own) for im in images])
     labels = np.array([0 if k == "good" else 1 for k in kinds], np.int64)
@@ -177,15 +94,13 @@ def _load_classes(
 
 def _read_mask(root: Path, kind: str, image: Path, size: int) -> np.ndarray | None:
     """ground_truth/<kind>/<stem>_mask.<ext> resized with INTER_NEAREST to {0,255}, or None if absent."""
-    folder = root / "ground_truth" / kind
-    for suffix in (image.suffix, *IMAGE_SUFFIXES):
-        path = folder / f"{image.stem}_mask{suffix}"
-        if path.is_file():
-            mask = read_image(path)
-            mask = mask[:, :, 0] if mask.shape[2] == 1 else cv2.cvtColor(mask, cv2.COLOR_BGR2GRAY)
-            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-            return np.where(mask > 127, 255, 0).astype(np.uint8)
-    return None
+    path = find_mask(root, kind, image)
+    if path is None:
+        return None
+    mask = read_image(path)
+    mask = mask[:, :, 0] if mask.shape[2] == 1 else cv2.cvtColor(mask, cv2.COLOR_BGR2GRAY)
+    mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    return np.where(mask > 127, 255, 0).astype(np.uint8)
 
 
 def _stack_masks(masks: Iterable[np.ndarray | None], size: int) -> np.ndarray | None:
@@ -201,7 +116,7 @@ def _stack_masks(masks: Iterable[np.ndarray | None], size: int) -> np.ndarray | 
 
 def _mnist_file(root: Path, part: str, what: str) -> Path:
     found = sorted(
-        (f for f in root.iterdir() if (m := _MNIST_RE.match(f.name)) and m.group(1).lower() == part
+        (f for f in root.iterdir() if (m := MNIST_FILE.match(f.name)) and m.group(1).lower() == part
          and m.group(2).lower() == what),
         key=lambda f: (not f.name.endswith(".gz"), f.name),
     )

@@ -1,29 +1,30 @@
 """`trainer evaluate`: score the test split, calibrate the threshold on held-out normals, write metrics and plots.
 
-The shipped threshold uses no test labels (a quantile of held-out normal scores); the F1-optimal one is reported.
+The shipped threshold uses no test labels (trainer/threshold.py, from held-out normal scores); the F1-optimal
+one is reported beside it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import precision_recall_curve
 from torch import nn
 
+from common.auroc import auroc
+from common.errors import UserError
 from trainer import checkpoint
-from trainer.checkpoint import detector_from, smoothing_sigma
-from trainer.config import Config, TrainConfig
-from trainer.errors import UserError
-from trainer.losses import anomaly_score, gaussian_kernel
-from trainer.models import latent_search
+from trainer.config import Config, ScoreConfig
+from trainer.detector import detector_from, networks_from, score_anogan
+from trainer.plots import plot_examples, plot_histogram, plot_roc
+from trainer.tensors import resolve_device, to_images, to_tensor
 from trainer.threshold import held_out_threshold, threshold_source
-from trainer.train import resolve_device, to_tensor
 
 
 def score_images(cfg: Config, nets: dict[str, nn.Module], images: np.ndarray, batch: int = 128
@@ -37,8 +38,6 @@ def score_images(cfg: Config, nets: dict[str, nn.Module], images: np.ndarray, ba
         n.eval()
     x_all = to_tensor(images)
     det = None if cfg.model.variant == "anogan" else detector_from(cfg, nets).to(device)
-    kernel = gaussian_kernel(smoothing_sigma(cfg)).to(device)
-    t = cfg.train
     scores, recons, maps = [], [], []
     for i in range(0, len(x_all), batch):
         x = x_all[i:i + batch].to(device)
@@ -46,20 +45,11 @@ def score_images(cfg: Config, nets: dict[str, nn.Module], images: np.ndarray, ba
             with torch.no_grad():
                 s, r, m = det(x)
         else:
-            z = latent_search(nets["G"], nets["D"], x, t.anogan_steps, t.anogan_lr, t.lam, seed=t.seed + i)
-            with torch.no_grad():
-                r = nets["G"](z)
-                s, m = anomaly_score(x, r, nets["D"].features(x), nets["D"].features(r), t.lam, kernel,
-                                     t.score_reduce, t.score_tolerance, channels=t.score_channels)
+            s, r, m = score_anogan(cfg, nets, x, seed=cfg.train.seed + i)
         scores.append(s.cpu().numpy())
-        recons.append(((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        recons.append(to_images(r))
         maps.append(m.cpu().numpy())
     return np.concatenate(scores), np.concatenate(recons), np.concatenate(maps).astype(np.float32)
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """roc_auc_score, or None when only one class is present."""
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
 
 
 def image_metrics(labels: np.ndarray, kinds: list[str], scores: np.ndarray) -> dict[str, Any]:
@@ -83,19 +73,19 @@ def pixel_auroc(masks: np.ndarray | None, maps: np.ndarray, max_pixels: int = 4_
     return auroc(y[::step].astype(np.int64), s[::step])
 
 
-def thresholds(val_scores: np.ndarray | None, labels: np.ndarray, scores: np.ndarray, t: TrainConfig
+def thresholds(val_scores: np.ndarray | None, labels: np.ndarray, scores: np.ndarray, s: ScoreConfig
                ) -> dict[str, Any]:
     """The held-out threshold (shipped: uses no test labels; trainer/threshold.py) and the test F1-optimal one."""
     out: dict[str, Any] = {"threshold_held_out": None, "threshold_f1": None, "f1_at_threshold_f1": None}
     if val_scores is not None and len(val_scores):
-        out["threshold_held_out"] = held_out_threshold(val_scores, t)
+        out["threshold_held_out"] = held_out_threshold(val_scores, s)
     if len(np.unique(labels)) == 2:
         prec, rec, thr = precision_recall_curve(labels, scores)
         f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
         best = int(np.argmax(f1))
         out["threshold_f1"], out["f1_at_threshold_f1"] = float(thr[best]), float(f1[best])
     if out["threshold_held_out"] is not None:
-        out["threshold"], out["threshold_source"] = out["threshold_held_out"], threshold_source(t, len(val_scores))
+        out["threshold"], out["threshold_source"] = out["threshold_held_out"], threshold_source(s, len(val_scores))
     else:
         out["threshold"], out["threshold_source"] = out["threshold_f1"], "F1-optimal on test (no held-out normals)"
     return out
@@ -143,18 +133,26 @@ def run_splits(payload: dict[str, Any], cfg: Config) -> tuple[torch.Tensor, Any]
     return x_fit, load_split(info["data_dir"], "test", cfg.model.image_size, cfg.model.channels, digit)
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    """CLI entry: metrics.json, roc.png, score_hist.png, examples.png in RUN_DIR; threshold into model.pt."""
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """`trainer evaluate RUN_DIR [--data DIR]`."""
+
+    run_dir: Path
+    data: Path | None = None   # the data set; None: the one the run trained on
+
+
+def evaluate_run(opts: EvaluateOptions) -> dict[str, Any]:
+    """metrics.json, roc.png, score_hist.png, examples.png in RUN_DIR; threshold and metrics into model.pt."""
     from trainer.datasets import load_split
 
-    run_dir = Path(args.run_dir)
+    run_dir = opts.run_dir
     payload = checkpoint.load(run_dir)
-    cfg, nets = checkpoint.build_networks_from(payload)
+    cfg, nets = networks_from(payload)
     device = resolve_device("auto")
     for n in nets.values():
         n.to(device)
     run = payload.get("run", {})
-    data = args.data or run.get("data_dir")
+    data = opts.data or run.get("data_dir")
     if data is None or not Path(data).exists():
         raise UserError(f"data folder {data} does not exist; pass --data DIR")
     test = load_split(data, "test", cfg.model.image_size, cfg.model.channels, run.get("mnist_digit"))
@@ -163,7 +161,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     val_scores = _held_out_scores(payload, cfg, nets)
     metrics: dict[str, Any] = {"variant": cfg.model.variant, "data": str(data), **image_metrics(labels, test.kinds, scores),
                                "pixel_auroc": pixel_auroc(test.masks, maps)}
-    metrics.update(thresholds(val_scores, labels, scores, cfg.train))
+    metrics.update(thresholds(val_scores, labels, scores, cfg.score))
     metrics.update(decision_stats(labels, scores, metrics["threshold"]))
     metrics["n_held_out_normals"] = 0 if val_scores is None else int(len(val_scores))
     metrics["best_epoch"], metrics["epochs"] = run.get("best_epoch"), run.get("epochs")
@@ -174,7 +172,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     payload["threshold"], payload["metrics"] = metrics["threshold"], metrics
     checkpoint.save(checkpoint.resolve(run_dir), payload)
     print(format_table(metrics))
-    return 0
+    return metrics
 
 
 def _fmt(v: float | None) -> str:
@@ -192,83 +190,3 @@ def format_table(m: dict[str, Any]) -> str:
         lines.append(f"{'at shipped threshold':<22}TPR {_fmt(at['tpr'])}  FPR {_fmt(at['fpr'])}  F1 {_fmt(at['f1'])}")
     lines.append(f"{'test images':<22}{m['n_good']} good, {m['n_defect']} defective")
     return "\n".join(lines)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_roc(path: Path, labels: np.ndarray, kinds: list[str], scores: np.ndarray) -> None:
-    """ROC curve overall and per defect type."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    kinds_arr = np.asarray(kinds)
-    curves = [("all", np.ones(len(labels), bool))] + [(k, (kinds_arr == k) | (labels == 0))
-                                                      for k in sorted(set(kinds) - {"good"})]
-    for name, sel in curves:
-        if len(np.unique(labels[sel])) == 2:
-            fpr, tpr, _ = roc_curve(labels[sel], scores[sel])
-            ax.plot(fpr, tpr, lw=2 if name == "all" else 1,
-                    label=f"{name} ({roc_auc_score(labels[sel], scores[sel]):.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (image level)")
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_histogram(path: Path, kinds: list[str], scores: np.ndarray, threshold: float | None) -> None:
-    """Score histogram: good against each defect type, with the shipped threshold."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(float(scores.min()), float(scores.max()) + 1e-9, 40)
-    kinds_arr = np.asarray(kinds)
-    for kind in ["good"] + sorted(set(kinds) - {"good"}):
-        ax.hist(scores[kinds_arr == kind], bins=bins, alpha=0.5, label=kind)
-    if threshold is not None:
-        ax.axvline(threshold, color="k", ls="--", label="threshold")
-    ax.set(xlabel="anomaly score", ylabel="images", title="scores by type")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _example_indices(kinds: list[str], scores: np.ndarray, per_kind: int = 2, max_cols: int = 12) -> list[int]:
-    order = np.argsort(-scores)
-    picked: list[int] = []
-    for kind in ["good"] + sorted(set(kinds) - {"good"}):
-        picked += [int(i) for i in order if kinds[i] == kind][:per_kind]
-    return picked[:max_cols]
-
-
-def plot_examples(path: Path, images: np.ndarray, recons: np.ndarray, maps: np.ndarray, kinds: list[str],
-                  scores: np.ndarray) -> None:
-    """Columns of test images (highest-scoring per type); rows: input, reconstruction, heat map."""
-    plt = _pyplot()
-    idx = _example_indices(kinds, scores)
-    vmax = float(np.percentile(maps, 99.5)) or 1.0
-    fig, axes = plt.subplots(3, len(idx), figsize=(1.6 * len(idx), 5), squeeze=False)
-
-    def rgb(img: np.ndarray) -> np.ndarray:
-        return img[..., 0] if img.shape[2] == 1 else img[..., ::-1]
-
-    for col, i in enumerate(idx):
-        axes[0, col].imshow(rgb(images[i]), cmap="gray")
-        axes[0, col].set_title(f"{kinds[i]}\n{scores[i]:.3f}", fontsize=7)
-        axes[1, col].imshow(rgb(recons[i]), cmap="gray")
-        axes[2, col].imshow(maps[i], cmap="jet", vmin=0, vmax=vmax)
-        for row in range(3):
-            axes[row, col].axis("off")
-    for row, name in enumerate(["input", "G(E(x))", "anomaly map"]):
-        axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, va="center",
-                          ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -5,7 +5,6 @@ The graph takes uint8 N×H×W×C (BGR) crops and does the normalisation itself; 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
@@ -13,6 +12,7 @@ import json
 import logging
 import platform
 import warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
+from common.errors import UserError
 from common.manifest import (
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -32,8 +32,10 @@ from common.manifest import (
     sha256_file,
     write_manifest,
 )
-from trainer.errors import UserError
+from trainer.detector import ExportableDetector, load_detector
+from trainer.models import bake_spectral_norm
 from trainer.onnx_passes import count_ops, fold_batchnorm, spectral_norm_leftovers, strip_debug_metadata
+from trainer.tensors import from_uint8, to_uint8
 
 OPSET = 18
 MIN_OPSET = 17
@@ -43,28 +45,30 @@ NORMALIZE = "x/127.5-1"
 
 
 class ScoringGraph(nn.Module):
-    """uint8 N×H×W×C (BGR) -> (score float32 N, reconstruction uint8 N×H×W×C, anomaly_map float32 N×H×W)."""
+    """uint8 N×H×W×C (BGR) -> (score float32 N, reconstruction uint8 N×H×W×C, anomaly_map float32 N×H×W).
 
-    def __init__(self, detector: nn.Module, rgb_model: bool = False) -> None:
+    The module torch.onnx.export traces, and what a torch-eager run of the exported graph runs.
+    """
+
+    def __init__(self, detector: ExportableDetector, rgb_model: bool = False) -> None:
         super().__init__()
         self.detector = detector
         self.rgb_model = rgb_model   # a detector trained on RGB gets its channels swapped inside the graph
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # uint8 only at the boundary, through a Cast: TensorRT allows uint8 I/O tensors nothing but a cast.
-        x = images.to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
+        x = from_uint8(images)
         if self.rgb_model:
             x = x.flip(1)
         score, recon, amap = self.detector(x)
         if self.rgb_model:
             recon = recon.flip(1)
-        img = torch.clamp(torch.round((recon + 1.0) * 127.5), 0.0, 255.0).permute(0, 2, 3, 1)
-        return score.to(torch.float32), img.to(torch.uint8), amap.to(torch.float32)
+        return score.to(torch.float32), to_uint8(recon), amap.to(torch.float32)
 
 
-def input_spec(detector: nn.Module) -> tuple[int, int, bool]:
+def input_spec(detector: ExportableDetector) -> tuple[int, int, bool]:
     """(size, channels, rgb_model) from the detector's `spec`, or a UserError for what export cannot do."""
-    spec = getattr(detector, "spec", None) or {}
+    spec = detector.spec or {}
     missing = [k for k in ("size", "channels", "color_order", "normalize") if k not in spec]
     if missing:
         raise UserError(f"the detector's input spec lacks {', '.join(missing)}; re-save the checkpoint")
@@ -78,16 +82,14 @@ def input_spec(detector: nn.Module) -> tuple[int, int, bool]:
     return size, channels, channels == 3 and order == "RGB"
 
 
-def strip_for_export(detector: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with every spectral norm baked into plain weights."""
-    model = copy.deepcopy(detector).eval()
-    for m in model.modules():
-        if parametrize.is_parametrized(m):
-            for name in list(m.parametrizations.keys()):
-                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
-        if any(type(h).__name__ == "SpectralNorm" for h in m._forward_pre_hooks.values()):
-            torch.nn.utils.remove_spectral_norm(m)   # the older hook-based spectral_norm
-    return model
+def strip_for_export(detector: ExportableDetector) -> ExportableDetector:
+    """A deep copy in eval mode with every spectral norm baked into plain weights (the detector stays as it is)."""
+    return bake_spectral_norm(copy.deepcopy(detector).eval())
+
+
+def scoring_graph(detector: ExportableDetector) -> ScoringGraph:
+    """The module export traces: the detector's baked copy behind the uint8 boundary, in eval mode."""
+    return ScoringGraph(strip_for_export(detector), input_spec(detector)[2]).eval()
 
 
 def sample_images(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
@@ -190,13 +192,14 @@ def check_parity(model: ScoringGraph, onnx_file: Path, images: np.ndarray) -> di
     return figures
 
 
-def export_detector(detector: nn.Module, out: str | Path, check_images: np.ndarray | None = None) -> Manifest:
-    """Export a Detector (forward(x in [-1,1]) -> score, recon, amap) to OUT (.onnx) and OUT's .json."""
+def export_detector(detector: ExportableDetector, out: str | Path, check_images: np.ndarray | None = None
+                    ) -> Manifest:
+    """Export a detector (forward(x in [-1,1]) -> score, recon, amap) to OUT (.onnx) and OUT's .json."""
     out = Path(out)
     if out.suffix != ".onnx":
         raise UserError(f"--out must name a .onnx file, got {out}")
-    size, channels, rgb = input_spec(detector)
-    model = ScoringGraph(strip_for_export(detector), rgb).eval()
+    size, channels, _ = input_spec(detector)
+    model = scoring_graph(detector)
     images = check_images if check_images is not None else sample_images(6, size, channels)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -210,32 +213,33 @@ def export_detector(detector: nn.Module, out: str | Path, check_images: np.ndarr
         tmp.unlink(missing_ok=True)
     sha = sha256_file(out)
     inputs, outputs = io_specs(size, channels)
-    variant = str(getattr(detector, "variant", "unknown"))
-    threshold = getattr(detector, "threshold", None)
+    variant, threshold = str(detector.variant), detector.threshold
     manifest = Manifest(
         model_id=model_id_for(variant, sha), variant=variant, onnx_file=out.name, onnx_sha256=sha,
         inputs=inputs, outputs=outputs, image_size=size, channels=channels,
         color_order="BGR" if channels == 3 else "GRAY",
-        threshold=None if threshold is None else float(threshold), lambda_=float(getattr(detector, "lam", 0.0)),
-        metrics=_jsonable({**(getattr(detector, "metrics", None) or {}), "export_parity": figures,
-                           "score_terms": {"pair_weight": float(getattr(detector, "pair_weight", 0.0)),
-                                           "code_weight": float(getattr(detector, "code_weight", 0.0))}}),
+        threshold=None if threshold is None else float(threshold), lambda_=float(detector.lam),
+        metrics=_jsonable({**(detector.metrics or {}), "export_parity": figures,
+                           "score_terms": {"pair_weight": float(detector.pair_weight),
+                                           "code_weight": float(detector.code_weight)}}),
         producer=producer_versions())
     write_manifest(manifest, out)
     return manifest
 
 
-def export_onnx(run_dir: str | Path, out: str | Path) -> Manifest:
-    """Load RUN_DIR's checkpoint and export it (see export_detector)."""
-    from trainer.checkpoint import load_detector
+@dataclass(frozen=True)
+class ExportOptions:
+    """`trainer export RUN_DIR --out MODEL.onnx`."""
 
-    return export_detector(load_detector(run_dir), out)
+    run_dir: Path
+    out: Path
 
 
-def run_export(args: argparse.Namespace) -> int:
-    manifest = export_onnx(args.run_dir, args.out)
+def export_run(opts: ExportOptions) -> Manifest:
+    """Load RUN_DIR's checkpoint as a Detector, export it (see export_detector) and say what was written."""
+    manifest = export_detector(load_detector(opts.run_dir), opts.out)
     parity = manifest.metrics.get("export_parity", {})
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}: {manifest.model_id}, "
+    print(f"wrote {opts.out} and {opts.out.with_suffix('.json')}: {manifest.model_id}, "
           f"{manifest.image_size}×{manifest.image_size}×{manifest.channels}, threshold {manifest.threshold}, "
           f"ONNX Runtime vs torch max rel. score deviation {parity.get('score_max_rel_dev', float('nan')):.1e}")
-    return 0
+    return manifest

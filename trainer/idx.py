@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.errors import DataError
+from common.errors import DataError
 
 # IDX type code -> big-endian numpy dtype
 IDX_DTYPES: dict[int, np.dtype] = {

@@ -1,21 +1,13 @@
-"""Losses and the anomaly score: consistency, adversarial (BCE or hinge), A(x) and the pixel anomaly map.
+"""The training losses: consistency (L_cons), the adversarial losses of D and of E/G (BCE or hinge), AnoGAN's G.
 
-All L1 terms are means over elements, so their values do not depend on image or latent size.
+L_cons's norms are the paper's per-sample ‖·‖₁ sums by default (`cons_reduce`); the adversarial losses
+are means over the batch of per-pair terms. The anomaly score is in trainer/score.py.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-
-from trainer.score_stats import ScoreStats, pool_map
-
-
-def l1_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference per sample: N×... -> N."""
-    return (a - b).abs().flatten(1).mean(dim=1)
 
 
 def consistency_loss(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, z_tilde: torch.Tensor,
@@ -54,92 +46,6 @@ def eg_adv_loss(real: torch.Tensor, fake: torch.Tensor, kind: str = "bce") -> to
     raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
-def feature_match_loss(f_x: torch.Tensor, f_hat: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
-    """E's and G's adversarial loss by feature matching: E_batch ||f(x) - f(G(E(x)))||_1 on D's features.
-
-    D still learns to tell real pairs from generated ones; E and G use what it learned as the measure
-    of a reconstruction (GANomaly's adversarial loss) instead of trying to fool its verdict.
-    reduce as in `consistency_loss`: "sum" over each sample's features (‖·‖₁) or "mean".
-    """
-    diff = (f_x - f_hat).abs().flatten(1)
-    return (diff.sum(1) if reduce == "sum" else diff.mean(1)).mean()
-
-
 def gan_g_loss(fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
     """A plain GAN generator's loss (AnoGAN): non-saturating BCE or hinge (-D(G(z)))."""
     return F.softplus(-fake).mean() if kind == "bce" else -fake.mean()
-
-
-def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian of odd length covering ±3 sigma."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
-def smooth_map(residual: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of each H×W plane of N×H×W or N×K×H×W, replicated borders; mean preserved."""
-    r = kernel.numel() // 2
-    shape = residual.shape
-    m = F.pad(residual.reshape(-1, 1, shape[-2], shape[-1]), (r, r, r, r), mode="replicate")
-    m = F.conv2d(m, kernel.view(1, 1, 1, -1))
-    m = F.conv2d(m, kernel.view(1, 1, -1, 1))
-    return m.reshape(shape)
-
-
-def channel_residual(x: torch.Tensor, x_hat: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
-    """Per-channel residual N×C×H×W: |x - x̂| (tolerance 0, the paper), or the distance from x to the
-    range [min, max] of x̂ within ±tolerance px.
-
-    A reconstruction that draws an edge blurred or a pixel off leaves a residual on every good part;
-    the tolerant residual forgives exactly that and nothing else: a stain, a scratch or a missing piece
-    is a value the reconstruction has nowhere nearby.
-    """
-    if tolerance <= 0:
-        return (x - x_hat).abs()
-    k = 2 * tolerance + 1
-    hi = F.max_pool2d(x_hat, k, stride=1, padding=tolerance)
-    lo = -F.max_pool2d(-x_hat, k, stride=1, padding=tolerance)
-    return F.relu(x - hi) + F.relu(lo - x)
-
-
-def tolerant_residual(x: torch.Tensor, x_hat: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
-    """The channel mean of `channel_residual`, N×H×W."""
-    return channel_residual(x, x_hat, tolerance).mean(dim=1)
-
-
-def score_terms(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
-                kernel: torch.Tensor, tolerance: int = 0, channels: str = "mean",
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The score's raw parts: the smoothed residual maps N×K×H×W and L_D = mean|f(x) - f(x̂)| (N).
-
-    channels "mean": one map (K = 1), the channel mean; "max": one map per colour channel (K = C),
-    which the score standardises separately and then takes the max of (`anomaly_score`).
-    """
-    res = channel_residual(x, x_hat, tolerance)
-    if channels == "mean":
-        res = res.mean(dim=1, keepdim=True)
-    elif channels != "max":
-        raise ValueError(f"unknown score_channels {channels!r}")
-    return smooth_map(res, kernel), l1_per_sample(f_x, f_x_hat)
-
-
-def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_hat: torch.Tensor,
-                  lam: float, kernel: torch.Tensor, reduce: str = "mean", tolerance: int = 0,
-                  stats: ScoreStats | None = None, channels: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """A(x) = (1-λ)·L_R + λ·L_D and the anomaly map (N×H×W, in the map's units).
-
-    map = the smoothed (tolerant) residual maps of `score_terms`, standardised by `stats` when given
-    (ScoreStats), then their max over the channel maps (one map for channels "mean");
-    L_R = the map's mean per image ("mean", the paper) or its max ("max"), standardised by `stats`;
-    L_D = mean|f(x) - f(x̂)| over D's feature vector, standardised by `stats` when given.
-    """
-    maps, l_d = score_terms(x, x_hat, f_x, f_x_hat, kernel, tolerance, channels)
-    if stats is not None:
-        maps, l_d = stats(maps, l_d)
-    amap = maps.amax(dim=1)
-    l_r = pool_map(amap, reduce)
-    if stats is not None:
-        l_r = stats.pooled(l_r)
-    return (1.0 - lam) * l_r + lam * l_d, amap

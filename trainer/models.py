@@ -9,10 +9,11 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from common.errors import UserError
 from trainer.config import SIZES, VARIANTS, ModelConfig
-from trainer.errors import UserError
 
 
 def stage_widths(cfg: ModelConfig) -> list[int]:
@@ -88,15 +89,14 @@ class Discriminator(nn.Module):
         self.join = cfg.join
         self.pooling = cfg.pooling
         self.trunk, w = _conv_trunk(cfg, cfg.d_batchnorm, sn=cfg.d_spectral_norm)
-        sn = spectral_norm if cfg.d_spectral_norm and cfg.d_sn_heads else (lambda m: m)
         if self.join == "projection":
-            self.f1 = sn(nn.Linear(w, 1))
-            self.fz = sn(nn.Linear(w, cfg.z_dim, bias=False))
+            self.f1 = nn.Linear(w, 1)
+            self.fz = nn.Linear(w, cfg.z_dim, bias=False)
         elif self.join == "concat":
             hid = cfg.concat_hidden
-            self.z_mlp = nn.Sequential(sn(nn.Linear(cfg.z_dim, hid)), nn.LeakyReLU(0.2))
-            self.joint = nn.Sequential(sn(nn.Linear(w * 16 + hid, hid)), nn.LeakyReLU(0.2))
-            self.out = sn(nn.Linear(hid, 1))
+            self.z_mlp = nn.Sequential(nn.Linear(cfg.z_dim, hid), nn.LeakyReLU(0.2))
+            self.joint = nn.Sequential(nn.Linear(w * 16 + hid, hid), nn.LeakyReLU(0.2))
+            self.out = nn.Linear(hid, 1)
         else:
             raise UserError(f"unknown join {self.join!r}; choose projection or concat")
 
@@ -126,7 +126,7 @@ class ImageDiscriminator(nn.Module):
         super().__init__()
         self.pooling = cfg.pooling
         self.trunk, w = _conv_trunk(cfg, cfg.d_batchnorm, sn=cfg.d_spectral_norm)
-        self.f1 = spectral_norm(nn.Linear(w, 1)) if cfg.d_spectral_norm and cfg.d_sn_heads else nn.Linear(w, 1)
+        self.f1 = nn.Linear(w, 1)
 
     def features(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         phi = self.trunk(x)
@@ -157,30 +157,17 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def latent_search(G: nn.Module, D: nn.Module, x: torch.Tensor, steps: int, lr: float, lam: float,
-                  seed: int = 0) -> torch.Tensor:
-    """AnoGAN's test-time search: Γ Adam steps on z of (1-λ)·mean|x - G(z)| + λ·mean|f(x) - f(G(z))|.
+def bake_spectral_norm(module: nn.Module) -> nn.Module:
+    """Replace every spectral norm in `module` (in place) by its current weight W/σ as a plain parameter.
 
-    Returns the final z (N×z_dim); G and D stay frozen. Not exportable (a loop of gradient steps).
+    In eval mode σ is the stored estimate, so the baked network computes exactly what it did; the graph
+    export writes is then plain convolutions. Handles torch's parametrizations and the older hook-based
+    `spectral_norm`. Returns the module.
     """
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    z = torch.randn(x.shape[0], G.z_dim, generator=gen).to(x.device).requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
-    with torch.no_grad():
-        f_x = D.features(x)
-    frozen = [p for p in list(G.parameters()) + list(D.parameters()) if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            for _ in range(steps):
-                opt.zero_grad()
-                g = G(z)
-                loss = ((1 - lam) * (x - g).abs().flatten(1).mean(1)
-                        + lam * (f_x - D.features(g)).abs().mean(1)).sum()
-                loss.backward()
-                opt.step()
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-    return z.detach()
+    for m in module.modules():
+        if parametrize.is_parametrized(m):
+            for name in list(m.parametrizations.keys()):
+                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+        if any(type(h).__name__ == "SpectralNorm" for h in m._forward_pre_hooks.values()):
+            torch.nn.utils.remove_spectral_norm(m)
+    return module

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.config import TrainConfig
+from trainer.config import ScoreConfig
 
 
-def held_out_threshold(scores: np.ndarray, t: TrainConfig) -> float:
+def held_out_threshold(scores: np.ndarray, s: ScoreConfig) -> float:
     """The threshold from held-out normal scores (at least 2 for "sigma", 1 for "quantile")."""
-    s = np.asarray(scores, dtype=np.float64)
-    if t.threshold_rule == "sigma" and len(s) >= 2:
-        return float(s.mean() + t.threshold_sigmas * s.std(ddof=1))
-    return float(np.quantile(s, t.threshold_quantile))
+    v = np.asarray(scores, dtype=np.float64)
+    if s.threshold_rule == "sigma" and len(v) >= 2:
+        return float(v.mean() + s.threshold_sigmas * v.std(ddof=1))
+    return float(np.quantile(v, s.threshold_quantile))
 
 
-def threshold_source(t: TrainConfig, n: int) -> str:
-    rule = (f"mean + {t.threshold_sigmas:g} sd" if t.threshold_rule == "sigma" and n >= 2
-            else f"q{t.threshold_quantile:g}")
+def threshold_source(s: ScoreConfig, n: int) -> str:
+    rule = (f"mean + {s.threshold_sigmas:g} sd" if s.threshold_rule == "sigma" and n >= 2
+            else f"q{s.threshold_quantile:g}")
     return f"{rule} of {n} held-out normals"

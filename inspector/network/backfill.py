@@ -13,9 +13,10 @@ from typing import Any
 
 import zmq
 
-from inspector.image_store import read_image
-from inspector.journal import JournalReader, JournalUnavailable, header_seq
-from inspector.security import apply_client_curve, apply_server_curve
+from inspector.network.security import apply_client_curve
+from inspector.network.sockets import SocketThread
+from inspector.state.image_store import read_image
+from inspector.state.journal_reader import JournalReader, JournalUnavailable, header_seq
 
 # The protocol (docs/reliability.md): DEALER -> ROUTER, no empty delimiter frame.
 #   request  [b"BACKFILL", JSON {"since": int >= 0, "limit": 1..10000 (default 1000), "images": bool}]
@@ -99,7 +100,7 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-class BackfillServer:
+class BackfillServer(SocketThread):
     """A thread owning one ROUTER socket and one read-only journal connection.
 
     A client never holds it for long: replies go out with ROUTER_MANDATORY + NOBLOCK; when the
@@ -111,36 +112,15 @@ class BackfillServer:
     def __init__(self, endpoint: str, journal_path: str | Path, *, image_root: str | Path | None = None,
                  context: zmq.Context | None = None, curve_secret: str | Path | None = None,
                  sndhwm: int = 2 * MAX_LIMIT + 10, send_wait_ms: int = 200, poll_ms: int = 100) -> None:
-        self.bind_endpoint = endpoint
+        super().__init__("backfill", context or zmq.Context.instance(), endpoint,
+                         label=f"publish.backfill_bind {endpoint}", curve_secret=curve_secret, bind_timeout_s=None)
         self.journal_path = Path(journal_path)
         self.image_root = Path(image_root) if image_root is not None else None
-        self.context = context or zmq.Context.instance()
-        self.curve_secret = curve_secret
         self.sndhwm, self.send_wait_ms, self.poll_ms = sndhwm, send_wait_ms, poll_ms
-        self.endpoint: str | None = None
         self._counters = {"requests": 0, "results_sent": 0, "aborted": 0, "unavailable": 0,
                           **{f"rejected_{code}": 0 for code in REJECT_CODES}}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
         self._deadline = 0.0  # of the reply being sent (monotonic seconds)
-        self._thread = threading.Thread(target=self._run, name="backfill", daemon=True)
-
-    def start(self) -> BackfillServer:
-        """Start the thread; returns once bound (raises the bind error here)."""
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
 
     def stats(self) -> dict[str, int]:
         """Counters for the status topic (requests, results_sent, aborted, unavailable, rejected_*)."""
@@ -151,39 +131,24 @@ class BackfillServer:
         with self._lock:
             self._counters[key] += n
 
-    def _socket(self) -> zmq.Socket:
+    def make_socket(self) -> zmq.Socket:
         sock = self.context.socket(zmq.ROUTER)
         sock.linger = 0
         sock.router_mandatory = 1
         sock.sndhwm = self.sndhwm
         sock.maxmsgsize = _MAX_FRAME_BYTES
-        try:
-            if self.curve_secret is not None:
-                apply_server_curve(sock, self.curve_secret)
-            sock.bind(self.bind_endpoint)
-        except BaseException:
-            sock.close()  # an unclosed socket would hang the context's term()
-            raise
         return sock
 
-    def _run(self) -> None:
-        try:
-            sock = self._socket()
-        except BaseException as exc:  # reported to start()'s caller
-            self._error = exc
-            self._ready.set()
-            return
-        self.endpoint = sock.last_endpoint.decode()
-        self._ready.set()
+    def serve(self, sock: zmq.Socket | None) -> None:
+        assert sock is not None
         reader = JournalReader(self.journal_path)
         try:
-            while not self._stop.is_set():
+            while not self.halted.is_set():
                 if sock.poll(self.poll_ms, zmq.POLLIN):
                     frames = sock.recv_multipart()
                     self._handle(sock, reader, frames[0], frames[1:])
         finally:
             reader.close()
-            sock.close()
 
     def _handle(self, sock: zmq.Socket, reader: JournalReader, peer: bytes, frames: list[bytes]) -> None:
         try:

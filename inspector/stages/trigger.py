@@ -1,33 +1,26 @@
 """Which frames are parts to inspect: continuous (every Nth), presence (once per part, best centred), external (PLC).
 
 Each trigger sees every frame in order through `update` and returns the frames to inspect; `flush` at the end.
+The external trigger's messages arrive on a socket (network/trigger_input.py); here they are only matched
+to frames.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 import structlog
-import zmq
 
 from inspector.config import TriggerConfig
-from inspector.crop import crop
 from inspector.records import Frame, Roi
-from inspector.security import SecurityError, apply_server_curve
+from inspector.stages.crop import crop
 from inspector.stats import Stats
 
 log = structlog.get_logger("inspector.trigger")
 
-MAX_TRIGGER_BYTES = 1024
-MAX_PENDING_TRIGGERS = 10_000  # triggers waiting for a frame; beyond, the oldest is dropped
 PRESENCE_WIDTH = 64  # the watched ROI is shrunk to this width (INTER_AREA averages belt texture out)
 PASSED_CENTRE_MARGIN = 0.03  # fire once the part is this far (fraction of the ROI) past its best position
 
@@ -159,6 +152,7 @@ class PresenceTrigger:
         self._active = False
         return [fired for g, f in learned for fired in self._detect(g, f)]
 
+
 def _centroid_distance(fg: np.ndarray) -> float:
     """Distance of the foreground's centroid from the ROI centre, in fractions of the ROI size."""
     ys, xs = np.nonzero(fg)
@@ -168,100 +162,14 @@ def _centroid_distance(fg: np.ndarray) -> float:
     return float(np.hypot((xs.mean() + 0.5) / w - 0.5, (ys.mean() + 0.5) / h - 0.5))
 
 
-class ExternalTriggerReceiver(threading.Thread):
-    """Owns the PULL socket the PLC pushes to; stamps each valid message with its arrival time.
+class TriggerMessages(Protocol):
+    """The trigger messages received so far (network.trigger_input.ExternalTriggerReceiver)."""
 
-    A message is one frame: empty, or a JSON object with an optional "part_id" string (at most 128
-    characters). Anything else (more frames, over 1 KiB, not JSON) is counted as dropped and ignored.
-    """
+    stats: Stats
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, stats: Stats,
-                 curve_secret: str | Path | None = None) -> None:
-        super().__init__(name="external-trigger", daemon=True)
-        self.endpoint = endpoint
-        self.curve_secret = curve_secret  # the station's key pair: CURVE server when set
-        self.stats = stats
-        self._ctx = ctx
-        self._halt = threading.Event()
-        self._bound = threading.Event()
-        self._error: str | None = None
-        self._lock = threading.Lock()
-        self._pending: deque[tuple[float, str | None]] = deque()
+    def take_before(self, t_mono: float) -> list[str | None]: ...
 
-    def start_and_bind(self, timeout_s: float = 5.0) -> None:
-        """Start the thread and wait until its socket is bound (raises OSError if binding failed)."""
-        self.start()
-        self._bound.wait(timeout_s)
-        if self._error:
-            raise OSError(self._error)
-
-    def run(self) -> None:
-        sock = self._ctx.socket(zmq.PULL)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_TRIGGER_BYTES)
-        try:
-            if self.curve_secret is not None:
-                apply_server_curve(sock, self.curve_secret)
-            sock.bind(self.endpoint)
-        except (zmq.ZMQError, SecurityError) as e:
-            self._error = f"trigger.endpoint {self.endpoint}: {e}"
-            self._bound.set()
-            sock.close()
-            return
-        self._bound.set()
-        log.info("external trigger listening", endpoint=self.endpoint)
-        try:
-            while not self._halt.is_set():
-                if not sock.poll(100):
-                    continue
-                msg = sock.recv_multipart()
-                now = time.monotonic()
-                part_id = _parse_trigger(msg)
-                if part_id is False:
-                    self.stats.drop("bad_trigger")
-                    continue
-                with self._lock:
-                    if len(self._pending) >= MAX_PENDING_TRIGGERS:  # a flood with no frames: bounded
-                        self._pending.popleft()
-                        self.stats.drop("trigger_overflow")
-                    self._pending.append((now, part_id or None))
-        finally:
-            sock.close()
-
-    def take_before(self, t_mono: float) -> list[str | None]:
-        """Part ids of the triggers that arrived before a frame captured at t_mono."""
-        out: list[str | None] = []
-        with self._lock:
-            while self._pending and self._pending[0][0] <= t_mono:
-                out.append(self._pending.popleft()[1])
-        return out
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
-    def stop(self) -> None:
-        self._halt.set()
-
-
-def _parse_trigger(msg: list[bytes]) -> str | None | bool:
-    """The part id (None if not given), or False for an invalid message."""
-    if len(msg) != 1 or len(msg[0]) > MAX_TRIGGER_BYTES:
-        return False
-    if not msg[0].strip():
-        return None
-    try:
-        body = json.loads(msg[0])
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: "[[[[…"
-        return False
-    if not isinstance(body, dict):
-        return False
-    part_id = body.get("part_id")
-    if part_id is None:
-        return None
-    if not isinstance(part_id, str) or not 0 < len(part_id) <= 128:
-        return False
-    return part_id
+    def pending(self) -> int: ...
 
 
 class ExternalTrigger:
@@ -269,7 +177,7 @@ class ExternalTrigger:
 
     mode = "external"
 
-    def __init__(self, receiver: ExternalTriggerReceiver) -> None:
+    def __init__(self, receiver: TriggerMessages) -> None:
         self.receiver = receiver
 
     def update(self, frame: Frame) -> list[Fired]:
@@ -283,7 +191,7 @@ class ExternalTrigger:
         return []
 
 
-def make_trigger(cfg: TriggerConfig, rois: list[Roi], receiver: ExternalTriggerReceiver | None = None) -> Trigger:
+def make_trigger(cfg: TriggerConfig, rois: list[Roi], receiver: TriggerMessages | None = None) -> Trigger:
     """The configured trigger over the frame's ROIs (presence watches `cfg.roi`, else the first one);
     "external" needs the receiver of the PLC's trigger messages."""
     if cfg.mode == "continuous":

@@ -15,13 +15,11 @@ from typing import Any
 
 import structlog
 
-from inspector.image_store import ImageStore
-from inspector.journal import Journal, JournalUnavailable
-from inspector.publish import Outgoing
+from inspector.records import Outgoing
+from inspector.state.image_store import ImageStore, extension
+from inspector.state.journal import Journal, JournalUnavailable
 
 log = structlog.get_logger("inspector.recorder")
-
-_EXT = {"jpeg": "jpg"}
 
 
 class Health:
@@ -78,7 +76,7 @@ class Recorder:
         if self.store is None or not out.stored:
             return {}
         faults = self.store.counters["faults"]
-        images = {key: (_EXT.get(fmt, fmt), data) for key, (fmt, data) in out.stored.items()}
+        images = {key: (extension(fmt), data) for key, (fmt, data) in out.stored.items()}
         names = self.store.save_part(int(out.header["sequence"]), images, out.header.get("captured_at"))
         if self.store.counters["faults"] > faults:
             self.store_health.fault(self.store.last_error or "write failed")

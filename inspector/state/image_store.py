@@ -23,6 +23,11 @@ def _safe(part: str, fallback: str) -> str:
     return cleaned or fallback
 
 
+def extension(fmt: str) -> str:
+    """The file extension of an image format name ("jpeg" -> "jpg", "png" -> "png")."""
+    return _EXT.get(fmt, fmt)
+
+
 def image_name(seq: int, roi: str, kind: str, ext: str, ts: float | None = None) -> str:
     """The relative name `<YYYY-MM-DD UTC>/<seq>_<roi>_<kind>.<ext>` an image is stored under."""
     day = time.strftime("%Y-%m-%d", time.gmtime(time.time() if ts is None else ts))
@@ -136,7 +141,7 @@ class ImageStore:
         parts = {}
         for desc, blob in zip(header.get("images") or [], images, strict=False):
             fmt = str(desc.get("format", "bin")).lower()
-            parts[(str(desc.get("roi")), str(desc.get("kind")))] = (_EXT.get(fmt, fmt), blob)
+            parts[(str(desc.get("roi")), str(desc.get("kind")))] = (extension(fmt), blob)
         return self.save_part(int(seq), parts, header.get("captured_at"))
 
     def read(self, name: str) -> bytes | None:

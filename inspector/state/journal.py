@@ -1,5 +1,7 @@
 """Result journal: every verdict in a SQLite file (WAL, synchronous=FULL) before it is published.
-Sequence numbers continue across restarts; a full or read-only disk raises JournalUnavailable."""
+Sequence numbers continue across restarts; a full or read-only disk raises JournalUnavailable.
+
+This is the writer, `Journal`, owned by the publishing thread; readers use journal_reader.JournalReader."""
 
 from __future__ import annotations
 
@@ -11,9 +13,21 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
-VERDICTS = ("pass", "fail", "error")
+from inspector.state.journal_reader import (
+    COLUMNS,
+    VERDICTS,
+    JournalUnavailable,
+    connect,
+    fault,
+    header_field,
+    header_seq,
+    is_fault,
+    query_rows,
+    read_last_seq,
+    rows_since,
+)
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -45,41 +59,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0);
 """
 
-_COLUMNS = ("seq, part_id, frame, station, verdict, scores, thresholds, capture_ts, publish_ts, "
-            "model_id, header_json, images, journal_ts")
-_INSERT = f"INSERT INTO verdicts ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_INSERT = f"INSERT INTO verdicts ({COLUMNS}) VALUES ({', '.join('?' * 13)})"
 _PRUNE_CHUNK = 5000
-# Header fields (docs/protocol.md names) -> the names the journal's columns use.
-_ALIASES = {"sequence": "seq", "station_id": "station", "captured_at": "capture_ts", "published_at": "publish_ts"}
-
-
-class JournalUnavailable(Exception):
-    """The journal cannot be opened or written (disk full, read-only, I/O error, path invalid)."""
-
-
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    """Open a connection in autocommit mode (transactions are explicit)."""
-    if readonly:
-        target, uri = f"file:{quote(str(path.resolve()))}?mode=ro", True
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        target, uri = str(path), False
-    conn = sqlite3.connect(target, uri=uri, isolation_level=None, timeout=2.0)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _is_fault(exc: BaseException) -> bool:
-    """A fault of the disk or the file (full, read-only, I/O, corrupt), not a misuse of the API."""
-    if isinstance(exc, OSError):
-        return True
-    return isinstance(exc, sqlite3.Error) and not isinstance(
-        exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError))
-
-
-def _fault(exc: BaseException, path: Path) -> JournalUnavailable:
-    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-    return JournalUnavailable(f"journal {path}: {name}: {exc}")
 
 
 def _roi_values(header: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -94,16 +75,6 @@ def _roi_values(header: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return ({k: v.get("score") for k, v in items}, {k: v.get("threshold") for k, v in items})
 
 
-def _field(header: Mapping[str, Any], name: str) -> Any:
-    """A header field by its docs/protocol.md name, or by the journal column's name."""
-    return header.get(name, header.get(_ALIASES.get(name, name)))
-
-
-def header_seq(header: Mapping[str, Any]) -> Any:
-    """The sequence number of a result header (`sequence`, or `seq`)."""
-    return _field(header, "sequence")
-
-
 def _row_values(header: Mapping[str, Any], images: Mapping[str, str], raw: str,
                 now: float) -> tuple[Any, ...]:
     seq, verdict = header_seq(header), header.get("verdict")
@@ -112,44 +83,9 @@ def _row_values(header: Mapping[str, Any], images: Mapping[str, str], raw: str,
     if verdict not in VERDICTS:
         raise ValueError(f"header verdict must be one of {VERDICTS}, got {verdict!r}")
     scores, thresholds = _roi_values(header)
-    return (seq, header.get("part_id"), header.get("frame"), _field(header, "station_id"), verdict,
-            json.dumps(scores), json.dumps(thresholds), _field(header, "captured_at"),
-            _field(header, "published_at"), header.get("model_id"), raw, json.dumps(dict(images)), now)
-
-
-def _to_dict(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for key in ("scores", "thresholds", "images"):
-        out[key] = json.loads(out[key])
-    return out
-
-
-def _last_seq(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()[0])
-
-
-def _since(conn: sqlite3.Connection, seq: int, limit: int) -> list[dict[str, Any]]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM verdicts WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (seq, limit)).fetchall()
-    return [_to_dict(r) for r in rows]
-
-
-def _query(conn: sqlite3.Connection, since: int | None, verdict: str | None,
-           limit: int) -> list[dict[str, Any]]:
-    """Rows after `since` in order, or with since=None the newest `limit` rows (still in order)."""
-    if verdict is not None and verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-    where, args = ["1"], []
-    if verdict is not None:
-        where.append("verdict = ?")
-        args.append(verdict)
-    if since is not None:
-        where.append("seq > ?")
-        args.append(since)
-    order = "ASC" if since is not None else "DESC"
-    sql = f"SELECT {_COLUMNS} FROM verdicts WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?"
-    rows = [_to_dict(r) for r in conn.execute(sql, (*args, limit)).fetchall()]
-    return rows if since is not None else rows[::-1]
+    return (seq, header.get("part_id"), header.get("frame"), header_field(header, "station_id"), verdict,
+            json.dumps(scores), json.dumps(thresholds), header_field(header, "captured_at"),
+            header_field(header, "published_at"), header.get("model_id"), raw, json.dumps(dict(images)), now)
 
 
 class Journal:
@@ -194,14 +130,14 @@ class Journal:
         if time.monotonic() - self._failed_at < self.retry_s:
             raise JournalUnavailable(f"journal {self.path}: still unavailable ({self.last_error})")
         try:
-            conn = _connect(self.path, readonly=False)
+            conn = connect(self.path, readonly=False)
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # effective only on a new file
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA journal_size_limit = 8388608")
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db_last = _last_seq(conn)
+            db_last = read_last_seq(conn)
         except (sqlite3.Error, OSError) as exc:
             raise self._failed(exc) from exc  # a new connection: any error here is the disk's
         self._conn = conn
@@ -211,12 +147,12 @@ class Journal:
     def _failed(self, exc: BaseException) -> JournalUnavailable:
         """Count the fault, drop the connection (reopened after retry_s) and build the exception.
         Misuse (wrong thread, constraint violations) is re-raised as it is, after a rollback."""
-        if not _is_fault(exc):
+        if not is_fault(exc):
             if self._conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.rollback()
             raise exc
-        err = _fault(exc, self.path)
+        err = fault(exc, self.path)
         self.counters["faults"] += 1
         self.last_error = str(err)
         self._failed_at = time.monotonic()
@@ -284,7 +220,7 @@ class Journal:
         if not self._pending:
             return 0
         try:
-            db_last = _last_seq(self._open())
+            db_last = read_last_seq(self._open())
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
         while self._pending and self._pending[0][0] <= db_last:  # numbered before the journal was readable
@@ -362,11 +298,11 @@ class Journal:
 
     def since(self, seq: int, limit: int = 1000) -> Iterator[dict[str, Any]]:
         """Rows with seq > `seq`, in order, at most `limit`."""
-        return iter(_since(self._open(), seq, limit))
+        return iter(rows_since(self._open(), seq, limit))
 
     def query(self, since: int | None = None, verdict: str | None = None,
               limit: int = 100) -> list[dict[str, Any]]:
-        return _query(self._open(), since, verdict, limit)
+        return query_rows(self._open(), since, verdict, limit)
 
     def stats(self) -> dict[str, Any]:
         """Counters for the status topic."""
@@ -385,52 +321,6 @@ def _raw_text(header: Mapping[str, Any], raw: str | bytes | None) -> str:
     return raw.decode("utf-8") if isinstance(raw, bytes) else raw
 
 
-class JournalReader:
-    """A read-only connection for one thread (backfill server, history). Never writes."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-
-    def _open(self) -> sqlite3.Connection:
-        if self._conn is None:
-            try:
-                conn = _connect(self.path, readonly=True)
-                conn.execute("SELECT 1 FROM verdicts LIMIT 1").fetchall()
-            except (sqlite3.Error, OSError) as exc:
-                raise _fault(exc, self.path) from exc
-            self._conn = conn
-        return self._conn
-
-    def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(self._open(), *args)
-        except sqlite3.Error as exc:
-            self.close()
-            raise _fault(exc, self.path) from exc
-
-    def last_seq(self) -> int:
-        return int(self._run(_last_seq))
-
-    def since(self, seq: int, limit: int = 1000) -> Iterator[dict[str, Any]]:
-        return iter(self._run(_since, seq, limit))
-
-    def query(self, since: int | None = None, verdict: str | None = None,
-              limit: int = 100) -> list[dict[str, Any]]:
-        return list(self._run(_query, since, verdict, limit))
-
-    def starts(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The newest daemon starts, newest first."""
-        rows = self._run(lambda c: c.execute("SELECT * FROM starts ORDER BY start_id DESC LIMIT ?",
-                                             (limit,)).fetchall())
-        return [dict(r) for r in rows]
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
 class _Store(Protocol):
     def save_published(self, header: Mapping[str, Any], images: Sequence[bytes]) -> dict[str, str]: ...
 
@@ -439,7 +329,7 @@ def publish_hook(journal: Journal, store: _Store | None = None) -> Callable[[dic
     """A per-result `before_publish` hook: store a failed part's images, then journal the header.
     Raises JournalUnavailable, which the publisher logs and counts (one line per part).
 
-    The daemon does not use it: `inspector.recorder.Recorder` journals a whole batch in one commit,
+    The daemon does not use it: `inspector.state.recorder.Recorder` journals a whole batch in one commit,
     stores images whatever is sent, and logs a fault once when it starts and once when it ends."""
     def journal_result(header: dict[str, Any], images: list[bytes]) -> None:
         names = store.save_published(header, images) if store is not None else {}

@@ -1,19 +1,28 @@
 """`inspector history`: journaled verdicts, filtered, as a table or JSON lines.
-The CLI hook is two lines: add_history_parser(subparsers) and, for that command, run_history(args)."""
+cli.py parses the arguments into HistoryOptions and calls run_history(options)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inspector.journal import VERDICTS, JournalReader, JournalUnavailable
+from inspector.state.journal_reader import JournalReader, JournalUnavailable
 
-DEFAULT_JOURNAL = "/var/lib/inspector/journal.db"  # systemd StateDirectory=inspector
+DEFAULT_JOURNAL = Path("/var/lib/inspector/journal.db")  # systemd StateDirectory=inspector
 _COLUMNS = ("seq", "captured (UTC)", "part", "verdict", "worst ROI score/threshold", "model", "images")
+
+
+@dataclass(frozen=True)
+class HistoryOptions:
+    journal: Path = DEFAULT_JOURNAL
+    since: int | None = None  # verdicts after this sequence number; None: the newest `limit`
+    verdict: str | None = None  # only this verdict (pass, fail, error)
+    limit: int = 100
+    as_json: bool = False  # JSON lines instead of a table
 
 
 def history(journal_path: str | Path, since: int | None = None, verdict: str | None = None,
@@ -68,41 +77,14 @@ def format_json_lines(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def add_history_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `history` to the CLI's subparsers (argparse's add_subparsers() result)."""
-    p = subparsers.add_parser("history", help="query the result journal",
-                              description="Print journaled verdicts, oldest first.")
-    p.add_argument("--journal", type=Path, default=Path(DEFAULT_JOURNAL), help="journal file (default: %(default)s)")
-    p.add_argument("--since", type=_non_negative, default=None, metavar="SEQ",
-                   help="verdicts after this sequence number (default: the newest --limit)")
-    p.add_argument("--verdict", choices=VERDICTS, default=None, help="only this verdict")
-    p.add_argument("--limit", type=_positive, default=100, help="at most this many (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    return p
-
-
-def run_history(args: argparse.Namespace) -> int:
+def run_history(options: HistoryOptions) -> int:
     """Print the rows; exit code 0, or 1 (one line on stderr) when the journal cannot be read."""
     try:
-        rows = history(args.journal, since=args.since, verdict=args.verdict, limit=args.limit)
+        rows = history(options.journal, since=options.since, verdict=options.verdict, limit=options.limit)
     except JournalUnavailable as exc:
         print(f"inspector history: cannot read the journal: {exc}", file=sys.stderr)
         return 1
-    text = format_json_lines(rows) if args.json else format_table(rows)
+    text = format_json_lines(rows) if options.as_json else format_table(rows)
     if text:
         print(text)
     return 0

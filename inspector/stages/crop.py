@@ -1,13 +1,13 @@
-"""Cut a frame into its ROIs and bring each crop to the model's input: size (INTER_AREA) and channels.
-
-This is the one place where camera pixels become model pixels; the engine graph does the normalisation.
+"""Cut a frame into its ROIs and bring each crop to the model's input: size (INTER_AREA) and channels,
+with common.images.fit_image, the one place where camera or file pixels become model pixels (the
+trainer reads its images through it too); the engine graph does the normalisation.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from common.images import fit_image
 from inspector.config import RoiConfig
 from inspector.errors import InspectorError
 from inspector.records import Roi
@@ -40,21 +40,12 @@ def frame_rois(configured: list[RoiConfig], frame_shape: tuple[int, ...]) -> lis
     return rois
 
 
-def to_model_input(image: np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarray:
-    """Resize to H×W with INTER_AREA and convert BGR↔grey to C channels; returns uint8 H×W×C."""
-    h, w, c = input_shape
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[:2] != (h, w):
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        if image.ndim == 2:
-            image = image[:, :, None]
-    if image.shape[2] == 3 and c == 1:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, None]
-    elif image.shape[2] == 1 and c == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(image, dtype=np.uint8)
-
-
 def crop(image: np.ndarray, roi: Roi) -> np.ndarray:
+    """The ROI of a frame at full resolution (a view, not a copy)."""
     return image[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
+
+
+def model_crops(image: np.ndarray, rois: list[Roi], input_shape: tuple[int, int, int]) -> list[np.ndarray]:
+    """Every ROI of a frame as model input: uint8 H×W×C of the engine's input_shape."""
+    h, w, c = input_shape
+    return [fit_image(crop(image, r), (h, w), c) for r in rois]

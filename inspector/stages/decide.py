@@ -10,7 +10,7 @@ import math
 from inspector.config import DecisionConfig
 from inspector.errors import InspectorError
 from inspector.records import Result, RoiResult, Verdict
-from inspector.scoring import Scored
+from inspector.stages.scoring import Scored
 
 
 def resolve_thresholds(roi_names: list[str], cfg: DecisionConfig, manifest_threshold: float | None) -> dict[str, float]:

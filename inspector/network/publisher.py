@@ -1,9 +1,10 @@
 """Publish results and status over ZeroMQ: multipart [topic, header JSON, images…], one gapless sequence.
 
-One thread owns the socket. It takes every result waiting in its queue (up to MAX_BATCH), numbers them,
-runs the `before_publish` hooks, has the recorder store images and journal the whole batch in one
-commit, then sends them one by one and runs the `after_publish` hooks: a verdict is journaled before
-it is published, and the journal's fsync is paid once per batch, not once per part.
+One thread owns the socket. It takes every result waiting in its queue (up to MAX_BATCH), numbers and
+encodes them (stages/encode.py), runs the `before_publish` hooks, has the recorder store images and
+journal the whole batch in one commit, then sends them one by one and runs the `after_publish` hooks:
+a verdict is journaled before it is published, and the journal's fsync is paid once per batch, not once
+per part.
 """
 
 from __future__ import annotations
@@ -13,26 +14,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import cv2
-import numpy as np
 import structlog
 import zmq
 
 from inspector.config import PublishConfig
-from inspector.records import Result, RoiResult
-from inspector.security import SecurityError, apply_server_curve
+from inspector.network.sockets import SocketThread
+from inspector.records import Outgoing, Result
+from inspector.stages.encode import SCHEMA_VERSION, build_outgoing
+from inspector.state.recorder import Recorder
 from inspector.stats import Stats
-
-if TYPE_CHECKING:
-    from inspector.recorder import Recorder
 
 log = structlog.get_logger("inspector.publish")
 
-SCHEMA_VERSION = 1
 RESULT_TOPIC = b"result"
 STATUS_TOPIC = b"status"
 END = None
@@ -42,106 +38,7 @@ MAX_BATCH = 256  # results journaled in one commit at most
 PublishHook = Callable[[dict[str, Any], list[bytes]], None]
 
 
-def encode_image(image: np.ndarray, fmt: str, jpeg_quality: int = 90) -> bytes:
-    if fmt == "jpeg":
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    else:
-        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError(f"cannot encode a {image.shape} image as {fmt}")
-    return buf.tobytes()
-
-
-def heatmap_overlay(crop: np.ndarray, amap: np.ndarray, threshold: float) -> np.ndarray:
-    """The anomaly map in JET colours over the crop; red where the map reaches twice the threshold."""
-    scale = 2 * threshold if threshold > 0 else max(float(amap.max()), 1e-6)
-    heat = cv2.applyColorMap(np.clip(amap / scale * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    if heat.shape[:2] != crop.shape[:2]:
-        heat = cv2.resize(heat, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LINEAR)
-    base = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR) if crop.shape[-1] == 1 or crop.ndim == 2 else crop
-    return cv2.addWeighted(base, 0.5, heat, 0.5, 0)
-
-
-def _roi_images(r: RoiResult, kinds: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-    out: list[tuple[str, np.ndarray]] = []
-    for kind in kinds:
-        if kind == "input" and r.crop is not None:
-            out.append((kind, r.crop))
-        elif kind == "reconstruction" and r.reconstruction is not None:
-            out.append((kind, r.reconstruction))
-        elif kind == "heatmap" and r.anomaly_map is not None and r.crop is not None:
-            out.append((kind, heatmap_overlay(r.crop, r.anomaly_map, r.threshold)))
-    return out
-
-
-@dataclass
-class Outgoing:
-    """One result ready to leave: its header (and the exact JSON sent), the images sent after it, and
-    the images kept in the image store for a failed or error part, {(roi, kind): (format, bytes)}."""
-    header: dict[str, Any]
-    raw: bytes
-    images: list[bytes]
-    stored: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
-
-
-def build_result(result: Result, sequence: int, station_id: str, run_id: str, cfg: PublishConfig,
-                 now_wall: float, now_mono: float) -> tuple[dict[str, Any], list[bytes]]:
-    """The header and encoded images of one result message (documented field by field in docs/protocol.md)."""
-    out = build_outgoing(result, sequence, station_id, run_id, cfg, now_wall, now_mono)
-    return out.header, out.images
-
-
-def build_outgoing(result: Result, sequence: int, station_id: str, run_id: str, cfg: PublishConfig,
-                   now_wall: float, now_mono: float, store_kinds: Sequence[str] = ()) -> Outgoing:
-    """The result message, plus the images the store keeps (`store_kinds` of a failed/error part).
-
-    What is stored does not depend on what is sent: an image both sent and stored is encoded once.
-    """
-    part = result.part
-    send = cfg.send_images == "all" or (cfg.send_images == "failed" and result.verdict != "pass")
-    store = bool(store_kinds) and result.verdict != "pass"
-    descriptors: list[dict[str, Any]] = []
-    images: list[bytes] = []
-    stored: dict[tuple[str, str], tuple[str, bytes]] = {}
-    for r in result.rois:
-        sent_kinds = list(cfg.images) if send else []
-        kept_kinds = list(store_kinds) if store else []
-        wanted = sent_kinds + [k for k in kept_kinds if k not in sent_kinds]  # sent ones in configured order
-        for kind, img in _roi_images(r, wanted):
-            data = encode_image(img, cfg.image_format, cfg.jpeg_quality)
-            if kind in kept_kinds:
-                stored[(r.name, kind)] = (cfg.image_format, data)
-            if kind in sent_kinds:
-                images.append(data)
-                descriptors.append({"roi": r.name, "kind": kind, "format": cfg.image_format,
-                                    "width": int(img.shape[1]), "height": int(img.shape[0]),
-                                    "channels": int(img.shape[2]) if img.ndim == 3 else 1})
-    header = {
-        "schema_version": SCHEMA_VERSION,
-        "type": "result",
-        "sequence": sequence,
-        "station_id": station_id,
-        "run_id": run_id,
-        "part_id": part.part_id,
-        "frame": part.frame.number,
-        "trigger": part.trigger,
-        "captured_at": round(part.frame.t_wall, 6),
-        "published_at": round(now_wall, 6),
-        "latency_ms": round((now_mono - part.frame.t_mono) * 1000, 3),
-        "verdict": result.verdict,
-        "error": result.error,
-        "model_id": result.model_id,
-        "rois": [
-            {"name": r.name, "x": roi.x, "y": roi.y, "width": roi.width, "height": roi.height,
-             "score": None if r.score is None else round(r.score, 6), "threshold": r.threshold, "verdict": r.verdict}
-            for r, roi in zip(result.rois, part.rois, strict=True)
-        ],
-        "images": descriptors,
-    }
-    return Outgoing(header, json.dumps(header).encode(), images, stored)
-
-
-class Publisher(threading.Thread):
+class Publisher(SocketThread):
     """Consumes Results from `results` until END, publishing each and a status message every interval."""
 
     def __init__(self, cfg: PublishConfig, ctx: zmq.Context, results: queue.Queue, stats: Stats, *,
@@ -150,7 +47,7 @@ class Publisher(threading.Thread):
                  status_sources: Sequence[Callable[[], dict[str, Any]]] = (),
                  abort: threading.Event | None = None, recorder: Recorder | None = None,
                  curve_secret: str | Path | None = None) -> None:
-        super().__init__(name="publish", daemon=True)
+        super().__init__("publish", ctx, cfg.bind, label=f"publish.bind {cfg.bind}", curve_secret=curve_secret)
         self.cfg = cfg
         self.results = results
         self.stats = stats
@@ -160,37 +57,25 @@ class Publisher(threading.Thread):
         self.first_sequence = first_sequence  # from the journal: numbers continue across restarts
         self.next_sequence = first_sequence
         self.recorder = recorder  # journal + image store, used and closed by this thread only
-        self.curve_secret = curve_secret  # the station's key pair: CURVE server when set
         self.before_publish = list(before_publish)
         self.after_publish = list(after_publish)
         self.status_sources = list(status_sources)  # extra status fields (a journal's health, ...)
         self.abort = abort or threading.Event()  # upstream died: publish what is queued, then end
         self.subscribers = 0  # subscriptions to results seen so far (XPUB)
         self.hook_errors = 0
-        self.bound = threading.Event()
-        self.bind_error: str | None = None
         self.error: Exception | None = None
-        self._ctx = ctx
         self._sock: zmq.Socket | None = None
         self._started_wall = time.time()
 
-    def run(self) -> None:
-        if self.cfg.bind:
-            self._sock = self._ctx.socket(zmq.XPUB)
-            self._sock.setsockopt(zmq.SNDHWM, self.cfg.send_hwm)
-            self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
-            self._sock.setsockopt(zmq.LINGER, self.cfg.linger_ms)
-            try:
-                if self.curve_secret is not None:
-                    apply_server_curve(self._sock, self.curve_secret)
-                self._sock.bind(self.cfg.bind)
-            except (zmq.ZMQError, SecurityError) as e:
-                self.bind_error = f"publish.bind {self.cfg.bind}: {e}"
-                self._sock.close(0)
-                self._sock = None
-        self.bound.set()
-        if self.bind_error:
-            return
+    def make_socket(self) -> zmq.Socket:
+        sock = self.context.socket(zmq.XPUB)
+        sock.setsockopt(zmq.SNDHWM, self.cfg.send_hwm)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        sock.setsockopt(zmq.LINGER, self.cfg.linger_ms)  # close() waits this long for queued messages
+        return sock
+
+    def serve(self, sock: zmq.Socket | None) -> None:
+        self._sock = sock
         try:
             self._wait_for_subscribers()
             self._loop()
@@ -200,8 +85,6 @@ class Publisher(threading.Thread):
         finally:
             if self.recorder is not None:
                 self.recorder.close()
-            if self._sock is not None:
-                self._sock.close()  # waits up to linger_ms for queued messages to leave
 
     def _loop(self) -> None:
         next_status = time.monotonic()

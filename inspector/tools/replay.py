@@ -7,34 +7,32 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.auroc import auroc
+from common.ground_truth import TruthPart, part_at, read_ground_truth
 from inspector.config import load_config
 from inspector.errors import InspectorError
-from common.ground_truth import TruthPart, part_at, read_ground_truth
 from inspector.logs import setup_logging
-from inspector.pipeline import Pipeline
-from inspector.scoring import open_engine
-from inspector.station import open_station
+from inspector.station import run_station
 
 
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve by ranks (Mann-Whitney U, ties averaged); None without both classes."""
-    labels = np.asarray(labels, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.arange(1, len(scores) + 1)
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    ranks = (sums / counts)[inverse]
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+@dataclass(frozen=True)
+class ReplayOptions:
+    video: Path
+    model: Path  # MODEL.onnx or MODEL.engine, its manifest beside it
+    config: Path | None = None  # ROIs, trigger, ...; None: the defaults
+    realtime: bool = False  # pace frames at the recorded rate
+    ground_truth: Path | None = None  # CSV part_id,first_frame,last_frame,center_frame,label
+    publish: str | None = None  # also publish over ZeroMQ at this endpoint
+    json_out: Path | None = None  # the summary as JSON
+    state: Path | None = None  # journal every verdict (and failed parts' images) here
+    backfill: str | None = None  # with state: serve backfill requests at this endpoint
+    frames: int | None = None  # loop the video until this many frames were read (soak tests)
 
 
 def part_score(header: dict[str, Any]) -> float | None:
@@ -109,41 +107,32 @@ def summarize(headers: list[dict[str, Any]], frames: int, seconds: float) -> dic
     }
 
 
-def run_replay(video: Path, model: Path, config: Path | None = None, realtime: bool = False,
-               ground_truth: Path | None = None, publish: str | None = None, json_out: Path | None = None,
-               *, state: Path | None = None, backfill: str | None = None, frames: int | None = None) -> int:
-    """Replay VIDEO; with `state` every verdict is journaled there (synchronous=NORMAL: a replay needs
+def run_replay(opts: ReplayOptions) -> int:
+    """Replay the video; with `state` every verdict is journaled there (synchronous=NORMAL: a replay needs
     crash safety, not power-cut safety) and `backfill` serves it; `frames` loops the video up to N frames."""
+    video = opts.video
     if not video.is_file():
         raise InspectorError(f"video {video} does not exist")
     if not _readable(video):
         raise InspectorError(f"video {video} cannot be read: not a video, or truncated before its first frame")
-    if backfill and state is None:
+    if opts.backfill and opts.state is None:
         raise InspectorError("replay: --backfill needs --state DIR (it serves the journal)")
-    if frames is not None and frames < 1:
-        raise InspectorError(f"replay: --frames must be >= 1, got {frames}")
-    truth = read_ground_truth(ground_truth) if ground_truth else None
-    camera: dict[str, Any] = {"source": str(video), "loop": frames is not None, "max_frames": frames or 0}
-    overrides: dict[str, Any] = {"camera": camera, "engine": {"path": str(model)},
-                                 "publish": {"bind": publish or "", "backfill_bind": backfill or ""},
-                                 "state": {"journal": state is not None}}
-    if state is not None:
-        overrides["state"]["dir"] = str(state)
-    cfg = load_config(config, overrides)
-    if publish and cfg.publish.wait_subscribers == 0:
+    if opts.frames is not None and opts.frames < 1:
+        raise InspectorError(f"replay: --frames must be >= 1, got {opts.frames}")
+    truth = read_ground_truth(opts.ground_truth) if opts.ground_truth else None
+    camera: dict[str, Any] = {"source": str(video), "loop": opts.frames is not None, "max_frames": opts.frames or 0}
+    overrides: dict[str, Any] = {"camera": camera, "engine": {"path": str(opts.model)},
+                                 "publish": {"bind": opts.publish or "", "backfill_bind": opts.backfill or ""},
+                                 "state": {"journal": opts.state is not None}}
+    if opts.state is not None:
+        overrides["state"]["dir"] = str(opts.state)
+    cfg = load_config(opts.config, overrides)
+    if opts.publish and cfg.publish.wait_subscribers == 0:
         cfg.publish.wait_subscribers = 1  # a listener started first must not miss the first results
     setup_logging("warning", cfg.logging.format, cfg.station_id, stream=sys.stderr)
-    engine = open_engine(cfg.engine)
     headers: list[dict[str, Any]] = []
-    try:
-        station = open_station(cfg, str(getattr(engine.manifest, "model_id", "unknown")), synchronous="NORMAL")
-        pipeline = Pipeline(cfg, engine, realtime=realtime, after_publish=[lambda h, _images: headers.append(h)],
-                            **station.pipeline_kwargs())
-        code = pipeline.run(handle_signals=True)
-    finally:
-        engine.close()
-    if isinstance(pipeline.fatal, InspectorError):
-        raise pipeline.fatal
+    code, pipeline = run_station(cfg, realtime=opts.realtime, synchronous="NORMAL",
+                                 after_publish=[lambda h, _images: headers.append(h)])
     if code != 0:
         return code
     summary = summarize(headers, pipeline.stats.frames_captured, pipeline.ended_mono - pipeline.started_mono)
@@ -151,9 +140,9 @@ def run_replay(video: Path, model: Path, config: Path | None = None, realtime: b
     if truth is not None:
         summary.update(evaluate(headers, truth))
     print(format_summary(summary))
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    if opts.json_out is not None:
+        opts.json_out.parent.mkdir(parents=True, exist_ok=True)
+        opts.json_out.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

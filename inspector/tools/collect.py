@@ -13,23 +13,20 @@ same camera; parts the CSV does not cover are skipped and counted.
 
 from __future__ import annotations
 
-import queue
 import string
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 
-from inspector.capture import END, Capture
-from inspector.config import load_config
-from inspector.crop import crop, frame_rois
-from inspector.errors import InspectorError
 from common.ground_truth import TruthPart, part_at, read_ground_truth
+from inspector.config import load_config
+from inspector.errors import InspectorError
 from inspector.logs import setup_logging
-from inspector.records import Roi
+from inspector.stages.frontend import Cut, FrontEnd
 from inspector.stats import Stats
-from inspector.trigger import Fired, Trigger, make_trigger
 
 LABEL_CHARS = set(string.ascii_letters + string.digits + "_-")   # a label becomes a folder name
 
@@ -42,10 +39,20 @@ def _labelled(truth: list[TruthPart], path: Path) -> list[TruthPart]:
     return truth
 
 
-def run_collect(source: str, out: Path, config: Path | None = None, into: str = "train/good",
-                count: int | None = None, ground_truth: Path | None = None) -> int:
+@dataclass(frozen=True)
+class CollectOptions:
+    source: str  # a recorded video, a camera index or a stream URL
+    out: Path  # the data set folder
+    config: Path | None = None  # the station's TOML file (ROIs, trigger)
+    into: str = "train/good"  # sub-folder of `out`
+    count: int | None = None  # stop after this many parts
+    ground_truth: Path | None = None  # a labelled recording: crops go to out/test/<label>
+
+
+def run_collect(opts: CollectOptions) -> int:
     """Write one PNG per triggered part and ROI to OUT/INTO (or OUT/test/<label> with ground truth);
     print how many. Returns the exit code."""
+    source, out, into, count, ground_truth = opts.source, opts.out, opts.into, opts.count, opts.ground_truth
     if count is not None and count < 1:
         raise InspectorError(f"collect: --count must be >= 1, got {count}")
     parts_dir = out / into
@@ -58,47 +65,33 @@ def run_collect(source: str, out: Path, config: Path | None = None, into: str = 
         if "://" not in source and "!" not in source and not Path(source).is_file():   # not a URL or GStreamer pipeline
             raise InspectorError(f"collect: {source} is neither a video file, a device index nor a stream URL")
         camera = {"source": source}
-    cfg = load_config(config, {"camera": camera})
+    cfg = load_config(opts.config, {"camera": camera})
     if cfg.trigger.mode == "external":
         raise InspectorError("collect: trigger.mode is \"external\"; collect with mode \"presence\" (parts on a "
                              "belt) or \"continuous\" (every Nth frame) in the configuration")
     setup_logging("warning", cfg.logging.format, cfg.station_id, stream=sys.stderr)
-    frames: queue.Queue = queue.Queue(cfg.camera.queue_frames)
-    capture = Capture(cfg.camera, frames, Stats(), lossless=True)
-    capture.start()
+    front = FrontEnd(cfg, Stats(), lossless=True)  # the daemon's capture -> trigger -> crop
+    front.start()
     written = parts = unmatched = 0
     labels: dict[str, int] = {}
-    trigger: Trigger | None = None
-    rois: list[Roi] = []
     try:
-        while count is None or parts < count:
-            frame = frames.get()
-            if frame is END:
-                fired: list[Fired] = trigger.flush() if trigger is not None else []
-            else:
-                if trigger is None:
-                    rois = frame_rois(cfg.rois, frame.image.shape)
-                    trigger = make_trigger(cfg.trigger, rois)
-                fired = trigger.update(frame)
-            for f in fired[: None if count is None else count - parts]:
-                folder = parts_dir
-                if truth is not None:
-                    match = part_at(truth, f.frame.number)
-                    if match is None:
-                        unmatched += 1
-                        continue
-                    folder = out / "test" / match.label
-                    labels[match.label] = labels.get(match.label, 0) + 1
-                written += _write_crops(folder, f, rois)
-                parts += 1
-            if frame is END:
+        for cut in front.cuts():
+            folder = parts_dir
+            if truth is not None:
+                match = part_at(truth, cut.frame.number)
+                if match is None:
+                    unmatched += 1
+                    continue
+                folder = out / "test" / match.label
+                labels[match.label] = labels.get(match.label, 0) + 1
+            written += _write_crops(folder, cut)
+            parts += 1
+            if count is not None and parts >= count:
                 break
     except KeyboardInterrupt:
         pass
     finally:
-        capture.stop()
-        capture.consumer_gone()
-        capture.join(timeout=5.0)   # let it release the camera or file before the process exits
+        front.close(timeout_s=5.0)  # let it release the camera or file before the process exits
     where = parts_dir if truth is None else out / "test"
     print(f"collected {parts} parts, {written} images -> {where}")
     if truth is not None:
@@ -111,13 +104,13 @@ def run_collect(source: str, out: Path, config: Path | None = None, into: str = 
     return 0
 
 
-def _write_crops(folder: Path, fired: Fired, rois: list[Roi]) -> int:
+def _write_crops(folder: Path, cut: Cut) -> int:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InspectorError(f"collect: cannot create {folder}: {e.strerror}") from None
-    for roi in rois:
-        path = folder / f"{fired.frame.number:07d}_{roi.name}.png"
-        if not cv2.imwrite(str(path), crop(fired.frame.image, roi)):
+    for roi, image in zip(cut.rois, cut.crops(), strict=True):
+        path = folder / f"{cut.frame.number:07d}_{roi.name}.png"
+        if not cv2.imwrite(str(path), image):
             raise InspectorError(f"collect: could not write {path}; check free disk space and permissions")
-    return len(rois)
+    return len(cut.rois)

@@ -1,6 +1,7 @@
 """Call the engine on a batch of parts; a failing engine call gives every part in it an error, never silence.
 
-The engine comes from `engines.load_engine` (TensorRT or ONNX Runtime); this module never loads a model itself.
+The engine comes from `engines.load_engine` (TensorRT or ONNX Runtime) and is typed by `engines.Engine`;
+`engines.base.infer_in_batches` splits a batch into calls of at most the engine's max batch.
 """
 
 from __future__ import annotations
@@ -8,29 +9,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 import structlog
 
+from common.host import available_cores
+from engines import Engine, load_engine
+from engines.base import infer_in_batches
 from inspector.config import EngineConfig
 from inspector.errors import InspectorError
 from inspector.records import Part
 
 log = structlog.get_logger("inspector.scoring")
-
-
-class Engine(Protocol):
-    """The contract of engines.Engine that the inspector relies on (docs/architecture.md)."""
-
-    manifest: Any  # common.manifest.Manifest: model_id, threshold, image_size, channels, color_order
-    max_batch: int
-    input_shape: tuple[int, int, int]
-    backend: str
-
-    def infer(self, images: np.ndarray) -> Any: ...  # -> InferResult(scores, reconstructions, maps)
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -51,11 +41,7 @@ def open_engine(cfg: EngineConfig, path: Path | None = None) -> Engine:
     if not Path(path).exists():
         raise InspectorError(f"engine.path: {path} does not exist (export it with `trainer export`, "
                              "build it with `engines build`)")
-    try:
-        from engines import load_engine
-    except ImportError as e:
-        raise InspectorError(f"the engines package cannot be imported ({e}); install the core package") from None
-    try:
+    try:  # TensorRT or ONNX Runtime, as [engine] backend says
         return load_engine(path, backend=cfg.backend, max_batch=cfg.max_batch, threads=engine_cpu_threads(cfg))
     except Exception as e:  # engines.errors.EngineError says what to do; anything else is shown as is
         raise InspectorError(f"engine {path}: {e}") from None
@@ -69,8 +55,6 @@ def engine_cpu_threads(cfg: EngineConfig) -> int | None:
         return cfg.cpu_threads
     if os.environ.get("ENGINES_ORT_THREADS"):
         return None
-    from common.host import available_cores
-
     return max(1, available_cores() - 1)
 
 
@@ -82,7 +66,7 @@ def score_batch(engine: Engine, parts: list[Part]) -> list[Scored]:
     if not crops:
         return out
     try:
-        scores, recons, maps = _infer_all(engine, np.stack(crops))
+        r = infer_in_batches(engine, np.stack(crops))  # in calls of at most engine.max_batch crops
     except Exception as e:
         message = f"engine failed: {type(e).__name__}: {e}"
         log.error("scoring failed", error=message, parts=len(todo))
@@ -92,21 +76,6 @@ def score_batch(engine: Engine, parts: list[Part]) -> list[Scored]:
     i = 0
     for s in todo:
         n = len(s.part.crops)
-        s.scores, s.reconstructions, s.maps = scores[i : i + n], recons[i : i + n], maps[i : i + n]
+        s.scores, s.reconstructions, s.maps = r.scores[i : i + n], r.reconstructions[i : i + n], r.maps[i : i + n]
         i += n
     return out
-
-
-def _infer_all(engine: Engine, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n = len(images)
-    scores, recons, maps = [], [], []
-    for start in range(0, n, engine.max_batch):
-        chunk = images[start : start + engine.max_batch]
-        r = engine.infer(chunk)
-        s = np.asarray(r.scores, dtype=np.float32).reshape(-1)
-        if len(s) != len(chunk) or len(r.reconstructions) != len(chunk) or len(r.maps) != len(chunk):
-            raise ValueError(f"engine returned {len(s)} results for {len(chunk)} images")
-        scores.append(s)
-        recons.append(np.asarray(r.reconstructions))
-        maps.append(np.asarray(r.maps, dtype=np.float32))
-    return np.concatenate(scores), np.concatenate(recons), np.concatenate(maps)

@@ -14,9 +14,9 @@ from typing import Any, TextIO
 
 import zmq
 
-from inspector.backfill import BackfillError, iter_backfill
-from inspector.publish import RESULT_TOPIC, STATUS_TOPIC
-from inspector.security import apply_client_curve
+from inspector.network.backfill import BackfillError, iter_backfill
+from inspector.network.publisher import RESULT_TOPIC, STATUS_TOPIC
+from inspector.network.security import apply_client_curve
 
 _EXT = {"png": "png", "jpeg": "jpg"}
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")  # part ids come from PLCs: never let one name a path
