@@ -14,9 +14,9 @@ import onnx
 import pytest
 from standin_detector import copy_model, exported_standin
 
+from common.manifest import TensorRTInfo, read_manifest, sha256_file, write_manifest
 from engines.build import build_engine, configure, network_flags, plan_build, timing_cache_path
 from engines.errors import EngineError
-from common.manifest import TensorRTInfo, read_manifest, sha256_file, write_manifest
 from engines.tensorrt_engine import TensorRTEngine, check_compatibility, tensorrt_available
 
 TRT_OK, TRT_WHY = tensorrt_available()

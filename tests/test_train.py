@@ -262,7 +262,7 @@ def test_retired_options_are_refused_by_set_and_old_configs_still_load(tmp_path:
     stored = build_config().to_dict()        # what a checkpoint written before the retirement holds
     stored["model"]["d_sn_heads"] = False
     stored["train"].update(adv_balance=False, adv_match=False, lr_schedule="constant", rotate=0.0,
-                           input_noise=0.0, input_erase=0.0)
+                           input_noise=0.0, input_erase=0.0, cons_reduce="sum")
     assert Config.from_dict(stored) == build_config()
     stored["train"]["adv_balance"] = True    # trained with it: the weights still score as they are
     assert Config.from_dict(stored) == build_config()

@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
                 rotation=args.rotation,
             ))
         if args.command == "fit":
-            from trainer.fit import FitOptions, fit_folder
+            from trainer.fit import FitOptions, run_fit
 
-            fit_folder(FitOptions(
+            run_fit(FitOptions(
                 data_dir=args.data_dir, out=args.out, variant=args.model, epochs=args.epochs,
                 image_size=args.image_size, channels=args.channels, mnist_digit=args.mnist_digit,
                 batch_size=args.batch_size, z_dim=args.z_dim, seed=args.seed, device=args.device,
@@ -101,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             ))
             return 0
         if args.command == "evaluate":
-            from trainer.evaluate import EvaluateOptions, evaluate_run
+            from trainer.evaluate import EvaluateOptions, run_evaluate
 
-            evaluate_run(EvaluateOptions(run_dir=args.run_dir, data=args.data))
+            run_evaluate(EvaluateOptions(run_dir=args.run_dir, data=args.data))
             return 0
         if args.command == "export":
-            from trainer.export import ExportOptions, export_run
+            from trainer.export import ExportOptions, run_export
 
-            export_run(ExportOptions(run_dir=args.run_dir, out=args.out))
+            run_export(ExportOptions(run_dir=args.run_dir, out=args.out))
             return 0
         if args.command == "bench":
             from trainer.bench import BenchOptions, parse_digits, parse_methods, run_bench

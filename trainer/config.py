@@ -47,8 +47,7 @@ class TrainConfig:
     beta2: float = 0.999
     alpha: float = 0.9           # L_EG = alpha·L_cons + (1-alpha)·L_adv (paper: 0.9; 0 = no consistency)
     loss: str = "hinge"          # adversarial loss: "bce" (paper) or "hinge"
-    latent_weight: float = 1.0   # weight of ||z - E(G(z))||_1 inside L_cons
-    cons_reduce: str = "sum"     # L_cons norms: "sum" over each sample's elements (paper's ||.||_1) or "mean"
+    latent_weight: float = 1.0   # weight of ||z - E(G(z))||_1 inside L_cons (per-sample sums, the paper's norm)
     ema: float = 0.99            # decay per step of an exponential moving average of E, G and D's weights,
     #                              which then is what gets validated and shipped; 0 = off (the last weights)
     bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
@@ -97,7 +96,7 @@ VARIANT_PRESETS: dict[str, dict[str, Any]] = {
 # The paper's recipe as written, selected with `--set recipe=paper` (other --set items still apply).
 PAPER_RECIPE: dict[str, Any] = {
     "d_batchnorm": True, "pooling": "sum", "loss": "bce", "lr": 1e-4, "beta1": 0.9, "beta2": 0.999,
-    "latent_bound": 0.0, "alpha": 0.9, "cons_reduce": "sum", "score_reduce": "mean", "bn_recalibrate": False,
+    "latent_bound": 0.0, "alpha": 0.9, "score_reduce": "mean", "bn_recalibrate": False,
     "shift": 0.0, "score_tolerance": 0, "score_normalize": "none", "score_channels": "mean",
     "score_pair_weight": 0.0, "score_code_weight": 0.0,
 }
@@ -123,6 +122,7 @@ RETIRED: dict[str, tuple[Any, str]] = {
     "input_noise": (0.0, "docs/research/findings.md F21"),
     "input_erase": (0.0, "docs/research/findings.md F21"),
     "d_sn_heads": (False, "docs/research/results.md, ablations"),
+    "cons_reduce": ("sum", "docs/research/findings.md F2, F3"),
 }
 _RETIRED_SHAPES = {"d_sn_heads"}   # retired options that changed the networks' weights, not only their training
 
@@ -136,7 +136,7 @@ def with_mnist_defaults(overrides: dict[str, Any], mnist: bool) -> dict[str, Any
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "variant": VARIANTS, "image_size": SIZES, "channels": (1, 3), "join": ("projection", "concat"),
-    "pooling": ("sum", "mean"), "cons_reduce": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
+    "pooling": ("sum", "mean"), "loss": ("bce", "hinge"), "score_reduce": ("mean", "max"),
     "select": ("val", "last"), "score_normalize": ("none", "pixel"), "score_channels": ("mean", "max"),
     "threshold_rule": ("sigma", "quantile"), "device": ("auto", "cpu", "cuda"),
 }

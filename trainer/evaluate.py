@@ -141,7 +141,7 @@ class EvaluateOptions:
     data: Path | None = None   # the data set; None: the one the run trained on
 
 
-def evaluate_run(opts: EvaluateOptions) -> dict[str, Any]:
+def run_evaluate(opts: EvaluateOptions) -> dict[str, Any]:
     """metrics.json, roc.png, score_hist.png, examples.png in RUN_DIR; threshold and metrics into model.pt."""
     from trainer.datasets import load_split
 

@@ -235,7 +235,7 @@ class ExportOptions:
     out: Path
 
 
-def export_run(opts: ExportOptions) -> Manifest:
+def run_export(opts: ExportOptions) -> Manifest:
     """Load RUN_DIR's checkpoint as a Detector, export it (see export_detector) and say what was written."""
     manifest = export_detector(load_detector(opts.run_dir), opts.out)
     parity = manifest.metrics.get("export_parity", {})

@@ -285,7 +285,7 @@ class FitOptions:
         return build_config(self.variant, with_mnist_defaults(overrides, self.mnist_digit is not None), list(self.sets))
 
 
-def fit_folder(opts: FitOptions) -> FitResult:
+def run_fit(opts: FitOptions) -> FitResult:
     """Load a data set's training split, train, write RUN_DIR (model.pt, last.pt, log.jsonl, samples/)."""
     from trainer.datasets import load_split
 

@@ -1,7 +1,7 @@
 """The training losses: consistency (L_cons), the adversarial losses of D and of E/G (BCE or hinge), AnoGAN's G.
 
-L_cons's norms are the paper's per-sample ‖·‖₁ sums by default (`cons_reduce`); the adversarial losses
-are means over the batch of per-pair terms. The anomaly score is in trainer/score.py.
+L_cons's norms are the paper's ‖·‖₁, summed over each sample's elements and averaged over the batch; the
+adversarial losses are batch means of per-pair terms. The anomaly score is in trainer/score.py.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import torch.nn.functional as F
 
 
 def consistency_loss(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, z_tilde: torch.Tensor,
-                     latent_weight: float = 1.0, reduce: str = "sum") -> torch.Tensor:
+                     latent_weight: float = 1.0) -> torch.Tensor:
     """L_cons = E_batch ||x - G(E(x))||_1 + latent_weight · E_batch ||z - E(G(z))||_1.
 
-    reduce="sum": each norm sums over the sample's elements (the paper's ||·||_1), so the image term
-    outweighs the latent and adversarial terms by its pixel count; "mean": both are per-element means.
+    Each norm sums over the sample's elements (the paper's ||·||_1), so the image term outweighs the
+    latent and adversarial terms by its pixel count (per-element means starve it: docs/research/findings.md F2, F3).
     """
-    if reduce == "sum":
-        return (x - x_hat).abs().flatten(1).sum(1).mean() + latent_weight * (z - z_tilde).abs().sum(1).mean()
-    return (x - x_hat).abs().mean() + latent_weight * (z - z_tilde).abs().mean()
+    return (x - x_hat).abs().flatten(1).sum(1).mean() + latent_weight * (z - z_tilde).abs().sum(1).mean()
 
 
 def d_loss(real: torch.Tensor, fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:

@@ -98,7 +98,7 @@ class BiGANStep(Step):
         with _Frozen(D):
             real_eg, fake_eg = D(torch.cat([x, x_tilde]), torch.cat([z_hat, z])).chunk(2)
             adv = eg_adv_loss(real_eg, fake_eg, t.loss)
-            cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight, t.cons_reduce)
+            cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight)
             loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv
             self._update("EG", loss_eg)
         return {"loss_d": loss_d.item(), "loss_eg": loss_eg.item(), "cons": cons.item(), "adv": adv.item(),
