@@ -53,7 +53,7 @@ class TrainConfig:
     bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
     shift: float = 0.06          # random translation of training images, up to this fraction of the size; 0 = off
     val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
-    select: str = "val"          # checkpoint to ship: "val" (lowest held-out normal score) or "last"
+    select: str = "val"          # epoch to ship: "val" (lowest held-out reconstruction error) or "last"
     seed: int = 0
     device: str = "auto"         # auto, cpu or cuda
 
