@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.bench import Runner, bench
+from engines.bench import Runner, bench, format_table, write_json
 from engines.onnxruntime_engine import default_threads
 from trainer.detector import load_detector
-from trainer.export import ScoringGraph, input_spec, strip_for_export
+from trainer.export import scoring_graph
 
 
 @dataclass
@@ -26,13 +26,13 @@ class BenchEagerOptions:
     batches: list[int]
     threads: int | None = None    # CPU threads for every backend (default: all available)
     seconds: float = 1.0          # minimum timed seconds per measurement
+    json: Path | None = None      # also write the records here
 
 
 def torch_eager_runner(run_dir: Path, threads: int) -> Runner:
     """The exported graph's torch module (same wrapper, same weights) under inference_mode."""
     torch.set_num_threads(threads)
-    detector = load_detector(run_dir)
-    module = ScoringGraph(strip_for_export(detector), input_spec(detector)[2]).eval()
+    module = scoring_graph(load_detector(run_dir))
 
     def run(images: np.ndarray) -> Any:
         with torch.inference_mode():
@@ -41,9 +41,16 @@ def torch_eager_runner(run_dir: Path, threads: int) -> Runner:
     return run
 
 
-def bench_eager(options: BenchEagerOptions) -> tuple[list[dict[str, Any]], list[str]]:
-    """Records {backend, batch, images_per_s, p50_ms, p99_ms} of every engine here and of torch eager."""
+def run_bench_eager(options: BenchEagerOptions) -> int:
+    """Print (and with options.json write) {backend, batch, images_per_s, p50_ms, p99_ms} of every engine
+    here and of torch eager."""
     threads = options.threads or default_threads()
     run = torch_eager_runner(options.run_dir, threads)
-    return bench(options.model, options.batches, threads, options.seconds,
-                 extra=[("torch-eager", run, lambda: None)])
+    records, notes = bench(options.model, options.batches, threads, options.seconds,
+                           extra=[("torch-eager", run, lambda: None)])
+    print(format_table(records))
+    for note in notes:
+        print(f"note: {note}")
+    if options.json is not None:
+        write_json(records, options.json)
+    return 0

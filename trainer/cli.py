@@ -1,4 +1,4 @@
-"""`trainer` command line: synth, fit, evaluate, export, bench.
+"""`trainer` command line: synth, fit, evaluate, export, bench, bench-eager.
 
 Each subcommand imports its module lazily so `trainer --help` is fast and an error in one
 path cannot break the others; it hands the module typed options (a dataclass), never the
@@ -76,6 +76,14 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--merge", type=Path, nargs="+", default=None, metavar="OTHER",
                    help="instead of running: add the records of other bench folders (or their results.json), "
                         "e.g. benches run in parallel on other digits, to --out and rewrite its report")
+
+    q = sub.add_parser("bench-eager", help="images/s of the engines beside torch eager of the same graph")
+    q.add_argument("run_dir", type=Path, help="the run the model was exported from")
+    q.add_argument("--model", type=Path, required=True, help="its MODEL.onnx (or MODEL.engine)")
+    q.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes")
+    q.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    q.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
+    q.add_argument("--json", type=Path, default=None, help="write records {backend, batch, images_per_s, ...}")
     return p
 
 
@@ -118,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs, image_size=args.image_size,
                 digits=None if args.mnist_digits is None else tuple(parse_digits(args.mnist_digits)),
                 seeds=args.seeds, first_seed=args.first_seed, sets=tuple(args.set), merge=tuple(args.merge or ()),
+            ))
+        if args.command == "bench-eager":
+            from engines.bench import parse_batches
+            from trainer.bench_eager import BenchEagerOptions, run_bench_eager
+
+            return run_bench_eager(BenchEagerOptions(
+                run_dir=args.run_dir, model=args.model, batches=parse_batches(args.batch), threads=args.threads,
+                seconds=args.seconds, json=args.json,
             ))
     except UserError as exc:
         print(f"trainer {args.command}: error: {exc}", file=sys.stderr)
