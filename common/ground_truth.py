@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,20 @@ class TruthPart:
     label: str  # "good" or the defect type
 
 
+COLUMNS = ("part_id", "first_frame", "last_frame", "center_frame", "label")
+
+
+def write_ground_truth(path: Path, parts: Iterable[TruthPart]) -> None:
+    """The CSV with its header, one row per part in the order given."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for p in parts:
+            w.writerow([p.part_id, p.first_frame, p.last_frame, p.center_frame, p.label])
+
+
 def read_ground_truth(path: Path) -> list[TruthPart]:
-    need = ["part_id", "first_frame", "last_frame", "center_frame", "label"]
+    need = list(COLUMNS)
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)

@@ -1,4 +1,4 @@
-"""Image files and pixels: decode a file, fit an image to a model's input, float images back to uint8.
+"""Image files and pixels: decode a file, fit an image to a model's input.
 
 Images everywhere are uint8 H×W×C, BGR for colour (what OpenCV reads and a camera gives), C = 1 or 3.
 """
@@ -62,7 +62,3 @@ def fit_image(img: np.ndarray, size: int | tuple[int, int], channels: int | None
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     return np.ascontiguousarray(img, dtype=np.uint8)
 
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Model-range floats ([-1, 1], x = img/127.5 - 1) back to uint8 pixels, rounded and clipped."""
-    return np.clip(np.round((np.asarray(x, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)

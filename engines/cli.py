@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from common.errors import UserError
+from common.cli import run_command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,14 +85,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    try:
-        return {"build": _build, "verify": _verify, "bench": _bench}[args.command](args)
-    except UserError as exc:
-        print(f"engines {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"engines {args.command}: interrupted", file=sys.stderr)
-        return 130
+    command = {"build": _build, "verify": _verify, "bench": _bench}[args.command]
+    return run_command(lambda: command(args), name=f"engines {args.command}")
 
 
 if __name__ == "__main__":

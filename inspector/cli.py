@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.errors import UserError
+from common.cli import run_command
 from inspector.config import DEFAULT_CONFIG
 from inspector.errors import InspectorError
 from inspector.state.history import DEFAULT_JOURNAL, HistoryOptions, run_history
@@ -100,41 +100,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "run":
-            return _run(args.config)
-        if args.command == "collect":
-            from inspector.tools.collect import CollectOptions, run_collect
+    return run_command(lambda: _dispatch(args), name="inspector", tag_errors=False)
 
-            return run_collect(CollectOptions(args.source, args.out, args.config, args.into, args.count,
-                                              args.ground_truth))
-        if args.command == "replay":
-            from inspector.tools.replay import ReplayOptions, run_replay
 
-            return run_replay(ReplayOptions(args.video, args.model, args.config, args.realtime, args.ground_truth,
-                                            args.publish, args.json, state=args.state, backfill=args.backfill,
-                                            frames=args.frames))
-        if args.command == "listen":
-            from inspector.tools.listen import listen
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "collect":
+        from inspector.tools.collect import CollectOptions, run_collect
 
-            if args.since is not None and args.backfill is None:
-                raise InspectorError("listen: --since needs --backfill ENDPOINT (the station's backfill endpoint)")
-            if (args.key is None) != (args.server_key is None):
-                raise InspectorError("listen: CURVE needs both --key (this client's secret) and --server-key")
-            return listen(args.endpoint, count=args.count, save=args.save, show_status=args.status,
-                          as_json=args.json, timeout_s=args.timeout, backfill_endpoint=args.backfill,
-                          since=args.since, client_secret=args.key, server_public=args.server_key)
-        if args.command == "keygen":
-            return _keygen(args.directory, args.name, args.force)
-        if args.command == "history":
-            return run_history(history_options(args))
-        if args.command == "check-config":
-            return _check_config(args.file)
-    except UserError as e:
-        print(f"inspector: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return run_collect(CollectOptions(args.source, args.out, args.config, args.into, args.count,
+                                          args.ground_truth))
+    if args.command == "replay":
+        from inspector.tools.replay import ReplayOptions, run_replay
+
+        return run_replay(ReplayOptions(args.video, args.model, args.config, args.realtime, args.ground_truth,
+                                        args.publish, args.json, state=args.state, backfill=args.backfill,
+                                        frames=args.frames))
+    if args.command == "listen":
+        from inspector.tools.listen import listen
+
+        if args.since is not None and args.backfill is None:
+            raise InspectorError("listen: --since needs --backfill ENDPOINT (the station's backfill endpoint)")
+        if (args.key is None) != (args.server_key is None):
+            raise InspectorError("listen: CURVE needs both --key (this client's secret) and --server-key")
+        return listen(args.endpoint, count=args.count, save=args.save, show_status=args.status,
+                      as_json=args.json, timeout_s=args.timeout, backfill_endpoint=args.backfill,
+                      since=args.since, client_secret=args.key, server_public=args.server_key)
+    if args.command == "keygen":
+        return _keygen(args.directory, args.name, args.force)
+    if args.command == "history":
+        return run_history(history_options(args))
+    if args.command == "check-config":
+        return _check_config(args.file)
     return 2
 
 

@@ -6,7 +6,6 @@ a training image at its centre frame. `common.ground_truth` reads the CSV back.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 
 from common.errors import DataError
+from common.ground_truth import TruthPart, write_ground_truth
 from synth.defects import DEFECTS
 from synth.parts import Layers, render_part
 from synth.scene import apply_camera, belt_texture, composite, part_center
@@ -122,14 +122,6 @@ def _count_frames(path: Path) -> int:
     return n
 
 
-def _write_ground_truth(path: Path, passages: list[Passage]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["part_id", "first_frame", "last_frame", "center_frame", "label"])
-        for p in passages:
-            w.writerow([p.part_id, p.first_frame, p.last_frame, p.center_frame, p.label])
-
-
 def _write_config(path: Path, video: Path, size: int) -> None:
     """An inspector config that replays the video with one ROI on its centre square."""
     source = json.dumps(str(video.resolve()))  # a JSON string is a valid TOML basic string
@@ -164,7 +156,8 @@ def write_video(path: Path, *, seed: int, size: int, parts: int,
     if got != n_frames:
         raise DataError(f"{path} reads back {got} frames instead of {n_frames}; try the other suffix (.mp4 or .avi)")
     csv_path, toml_path = path.with_suffix(".csv"), path.with_suffix(".toml")
-    _write_ground_truth(csv_path, passages)
+    write_ground_truth(csv_path, [TruthPart(str(p.part_id), p.first_frame, p.last_frame, p.center_frame, p.label)
+                                  for p in passages])
     _write_config(toml_path, path, size)
     return {
         "path": str(path), "csv": str(csv_path), "toml": str(toml_path), "frames": n_frames, "fps": FPS,

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.errors import UserError
+from common.cli import run_command
 from trainer.config import SIZES
 
 
@@ -89,58 +89,55 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    try:
-        if args.command == "synth":
-            from synth.run import SynthOptions, run_synth
+    return run_command(lambda: _dispatch(args), name=f"trainer {args.command}")
 
-            return run_synth(SynthOptions(
-                out_dir=args.out_dir, seed=args.seed, size=args.size, n_train=args.n_train, n_test=args.n_test,
-                video=args.video, parts=args.parts, defect_rate=args.defect_rate, first_part=args.first_part,
-                rotation=args.rotation,
-            ))
-        if args.command == "fit":
-            from trainer.fit import FitOptions, run_fit
 
-            run_fit(FitOptions(
-                data_dir=args.data_dir, out=args.out, variant=args.model, epochs=args.epochs,
-                image_size=args.image_size, channels=args.channels, mnist_digit=args.mnist_digit,
-                batch_size=args.batch_size, z_dim=args.z_dim, seed=args.seed, device=args.device,
-                resume=args.resume, sets=tuple(args.set),
-            ))
-            return 0
-        if args.command == "evaluate":
-            from trainer.evaluate import EvaluateOptions, run_evaluate
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "synth":
+        from synth.run import SynthOptions, run_synth
 
-            run_evaluate(EvaluateOptions(run_dir=args.run_dir, data=args.data))
-            return 0
-        if args.command == "export":
-            from trainer.export import ExportOptions, run_export
+        return run_synth(SynthOptions(
+            out_dir=args.out_dir, seed=args.seed, size=args.size, n_train=args.n_train, n_test=args.n_test,
+            video=args.video, parts=args.parts, defect_rate=args.defect_rate, first_part=args.first_part,
+            rotation=args.rotation,
+        ))
+    if args.command == "fit":
+        from trainer.fit import FitOptions, run_fit
 
-            run_export(ExportOptions(run_dir=args.run_dir, out=args.out))
-            return 0
-        if args.command == "bench":
-            from trainer.bench import BenchOptions, parse_digits, parse_methods, run_bench
+        run_fit(FitOptions(
+            data_dir=args.data_dir, out=args.out, variant=args.model, epochs=args.epochs,
+            image_size=args.image_size, channels=args.channels, mnist_digit=args.mnist_digit,
+            batch_size=args.batch_size, z_dim=args.z_dim, seed=args.seed, device=args.device,
+            resume=args.resume, sets=tuple(args.set),
+        ))
+        return 0
+    if args.command == "evaluate":
+        from trainer.evaluate import EvaluateOptions, run_evaluate
 
-            return run_bench(BenchOptions(
-                data_dir=args.data_dir, out=args.out, methods=tuple(parse_methods(args.models)),
-                epochs=args.epochs, image_size=args.image_size,
-                digits=None if args.mnist_digits is None else tuple(parse_digits(args.mnist_digits)),
-                seeds=args.seeds, first_seed=args.first_seed, sets=tuple(args.set), merge=tuple(args.merge or ()),
-            ))
-        if args.command == "bench-eager":
-            from engines.bench import parse_batches
-            from trainer.bench_eager import BenchEagerOptions, run_bench_eager
+        run_evaluate(EvaluateOptions(run_dir=args.run_dir, data=args.data))
+        return 0
+    if args.command == "export":
+        from trainer.export import ExportOptions, run_export
 
-            return run_bench_eager(BenchEagerOptions(
-                run_dir=args.run_dir, model=args.model, batches=parse_batches(args.batch), threads=args.threads,
-                seconds=args.seconds, json=args.json,
-            ))
-    except UserError as exc:
-        print(f"trainer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"trainer {args.command}: interrupted", file=sys.stderr)
-        return 130
+        run_export(ExportOptions(run_dir=args.run_dir, out=args.out))
+        return 0
+    if args.command == "bench":
+        from trainer.bench import BenchOptions, parse_digits, parse_methods, run_bench
+
+        return run_bench(BenchOptions(
+            data_dir=args.data_dir, out=args.out, methods=tuple(parse_methods(args.models)),
+            epochs=args.epochs, image_size=args.image_size,
+            digits=None if args.mnist_digits is None else tuple(parse_digits(args.mnist_digits)),
+            seeds=args.seeds, first_seed=args.first_seed, sets=tuple(args.set), merge=tuple(args.merge or ()),
+        ))
+    if args.command == "bench-eager":
+        from engines.bench import parse_batches
+        from trainer.bench_eager import BenchEagerOptions, run_bench_eager
+
+        return run_bench_eager(BenchEagerOptions(
+            run_dir=args.run_dir, model=args.model, batches=parse_batches(args.batch), threads=args.threads,
+            seconds=args.seconds, json=args.json,
+        ))
     return 2
 
 
