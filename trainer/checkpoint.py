@@ -2,7 +2,7 @@
 
 Format 1, a dict (docs/architecture.md): "format", "config" (`Config.to_dict()`: "model", and "train"
 with the training and the score options), "input" (the image contract), "lambda", "threshold",
-"state" (E, G, D and the score statistics S; {} where a variant has none), "metrics", "run" (where
+"state" (E, G, D and the score statistics S; {} where a variant has none; J, the pixel judge, where there is one), "metrics", "run" (where
 it trained, which images were held out). trainer/detector.py builds the Detector from it.
 """
 
@@ -36,6 +36,8 @@ def make_payload(cfg: Config, nets: dict[str, nn.Module], run: dict[str, Any] | 
                  threshold: float | None = None, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """The model.pt dict (see the module's docstring)."""
     state = {k: state_of(nets[k]) if k in nets else {} for k in ("E", "G", "D", "S")}
+    if "J" in nets:
+        state["J"] = state_of(nets["J"])
     return {"format": FORMAT, "config": cfg.to_dict(), "input": input_spec(cfg), "lambda": cfg.score.lam,
             "threshold": threshold, "state": state, "metrics": metrics or {}, "run": run or {}}
 

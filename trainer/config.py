@@ -34,6 +34,9 @@ class ModelConfig:
     pooling: str = "sum"         # D's global pooling of the trunk: "sum" (paper) or "mean"
     latent_bound: float = 4.0    # E(x) = b·tanh(h/b) keeps codes on the prior's scale; 0 = unbounded (paper)
     concat_hidden: int = 512     # width of the z-MLP and joint layer of the concat D
+    judge: bool = False          # a pixel judge J(x, G(E(x))) beside D (trainer/models.py PixelJudge), trained on
+    #                              simulated anomalies (needs simulate > 0); the score is then its pooled map
+    judge_width: int = 16        # channels of J's first stage; doubles per stage
 
 
 @dataclass
@@ -52,6 +55,8 @@ class TrainConfig:
     #                              which then is what gets validated and shipped; 0 = off (the last weights)
     bn_recalibrate: bool = True  # re-estimate BatchNorm stats on the scoring path E(x) -> G(E(x)) each epoch
     shift: float = 0.06          # random translation of training images, up to this fraction of the size; 0 = off
+    simulate: float = 0.0        # share of each batch given a simulated anomaly (trainer/anomalies.py); E/G then
+    #                              restore the clean image (the consistency target) and J learns the masks; 0 = off
     val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
     select: str = "val"          # epoch to ship: "val" (lowest held-out reconstruction error) or "last"
     seed: int = 0
@@ -79,6 +84,8 @@ class ScoreConfig:
     #                              standard deviations, "quantile" = their threshold_quantile (trainer/threshold.py)
     threshold_sigmas: float = 3.0
     threshold_quantile: float = 0.99
+    judge_topk: float = 0.01     # with a pixel judge: the image score is the mean of this share of the smoothed
+    #                              judge map's highest pixels (at least one pixel; a small share = its max)
     anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
     anogan_lr: float = 0.05      # AnoGAN: Adam learning rate of the latent search
 
@@ -140,9 +147,9 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "select": ("val", "last"), "score_normalize": ("none", "pixel"), "score_channels": ("mean", "max"),
     "threshold_rule": ("sigma", "quantile"), "device": ("auto", "cpu", "cuda"),
 }
-_POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "epochs", "batch_size", "lr", "anogan_steps", "threshold_sigmas",
+_POSITIVE = {"z_dim", "width", "max_width", "concat_hidden", "judge_width", "epochs", "batch_size", "lr", "anogan_steps", "threshold_sigmas",
              "anogan_lr"}
-_UNIT = {"alpha", "lam", "val_fraction", "shift", "threshold_quantile", "beta1", "beta2", "ema"}
+_UNIT = {"alpha", "lam", "val_fraction", "shift", "threshold_quantile", "beta1", "beta2", "ema", "simulate"}
 
 
 def retired_in(stored: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +239,8 @@ def _validate(key: str, value: Any) -> None:
         raise UserError(f"bad value for smooth_sigma: {value!r}; it must be >= 0 (0 = image_size/64)")
     if key in ("score_pair_weight", "score_code_weight") and not 0.0 <= value <= 10.0:
         raise UserError(f"bad value for {key}: {value!r}; it must lie in 0..10 (0 = off)")
+    if key == "judge_topk" and not 0.0 < value <= 1.0:
+        raise UserError(f"bad value for judge_topk: {value!r}; it must lie in (0, 1]")
     if key == "latent_bound" and value < 0:
         raise UserError(f"bad value for latent_bound: {value!r}; it must be >= 0 (0 = unbounded)")
 
@@ -290,6 +299,12 @@ def build_config(variant: str = "ours-proj", overrides: dict[str, Any] | None = 
 def check_consistent(cfg: Config) -> None:
     """Options that are each valid but not together: a UserError naming the fix."""
     s = cfg.score
+    if cfg.model.judge and cfg.train.simulate <= 0:
+        raise UserError("the pixel judge learns from simulated anomalies: with judge=true also --set simulate=0.5 "
+                        "(the share of each batch that gets one)")
+    if cfg.model.variant == "anogan" and (cfg.model.judge or cfg.train.simulate > 0):
+        raise UserError("anogan has no encoder to restore a corrupted image or to judge with; "
+                        "simulate and judge apply to the other variants")
     if s.score_normalize == "none" and (s.score_pair_weight > 0 or s.score_code_weight > 0):
         raise UserError("score_pair_weight and score_code_weight weigh standardised terms: with score_normalize=none "
                         "also --set score_pair_weight=0 --set score_code_weight=0")

@@ -18,7 +18,7 @@ from common.errors import UserError
 from trainer import checkpoint
 from trainer.config import Config, ScoreConfig
 from trainer.models import bake_spectral_norm, build_networks
-from trainer.score import anomaly_score, gaussian_kernel, score_terms
+from trainer.score import anomaly_score, gaussian_kernel, judged_score, score_terms
 from trainer.score_stats import ScoreStats
 from trainer.threshold import held_out_threshold
 
@@ -50,13 +50,15 @@ def smoothing_sigma(score: ScoreConfig, image_size: int) -> float:
 class Detector(ExportableDetector):
     """score = (1-λ)·L_R + λ·L_D [+ ν_P·L_P + ν_Z·L_Z] and the anomaly map, as trainer/score.py defines
     them (tolerant residual, smoothed, per colour channel with score_channels "max", standardised by the
-    ScoreStats `stats` when there are some)."""
+    ScoreStats `stats` when there are some). With a pixel judge J the map is J's smoothed probability
+    map of (x, G(E(x))) and the score the mean of its top share (trainer/score.py `judged_score`)."""
 
     def __init__(self, E: nn.Module, G: nn.Module, D: nn.Module | None, score: ScoreConfig, spec: dict[str, Any],
                  variant: str, stats: ScoreStats | None = None, threshold: float | None = None,
-                 metrics: dict[str, Any] | None = None) -> None:
+                 metrics: dict[str, Any] | None = None, J: nn.Module | None = None) -> None:
         super().__init__()
-        self.E, self.G, self.D = E, G, D
+        self.E, self.G, self.D, self.J = E, G, D, J
+        self.topk = float(score.judge_topk)
         self.lam = float(score.lam) if D is not None else 0.0
         # The extra terms need their statistics (and L_P a D); without them they are off.
         self.pair_weight = float(score.score_pair_weight) if D is not None and stats is not None else 0.0
@@ -83,6 +85,10 @@ class Detector(ExportableDetector):
         return z, recon, f_x, f_r
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.J is not None:
+            recon = self.G(self.E(x))
+            score, amap = judged_score(self.J(x, recon), self.kernel, self.topk)
+            return score, recon, amap
         z, recon, f_x, f_r = self._reconstruct(x)
         score, amap = anomaly_score(x, recon, f_x, f_r, self.lam, self.kernel, self.reduce, self.tolerance,
                                     self.stats, self.channels)
@@ -111,12 +117,13 @@ def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | No
         bake_spectral_norm(nets["D"])
     stats = nets.get("S")
     return Detector(nets["E"], nets["G"], nets.get("D"), cfg.score, checkpoint.input_spec(cfg), cfg.model.variant,
-                    stats if isinstance(stats, ScoreStats) else None, threshold, metrics)
+                    stats if isinstance(stats, ScoreStats) else None, threshold, metrics, J=nets.get("J"))
 
 
 def attach_score_stats(cfg: Config, nets: dict[str, nn.Module]) -> None:
-    """Add nets["S"], identity ScoreStats, when the config standardises scores and the variant has an E."""
-    if cfg.score.score_normalize == "pixel" and "E" in nets:
+    """Add nets["S"], identity ScoreStats, when the config standardises scores and the variant has an E
+    (a judged score needs none: it is a probability)."""
+    if cfg.score.score_normalize == "pixel" and "E" in nets and "J" not in nets:
         maps = cfg.model.channels if cfg.score.score_channels == "max" else 1
         nets["S"] = ScoreStats(cfg.model.image_size, maps, cfg.model.z_dim)
 

@@ -89,7 +89,7 @@ def _mode(nets: dict[str, nn.Module], training: bool) -> Iterator[None]:
 
 @torch.no_grad()
 def recalibrate_bn(nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 64) -> None:
-    """Re-estimate BatchNorm running stats on the scoring path only: E(x), G(E(x)), D.features(x).
+    """Re-estimate BatchNorm running stats on the scoring path only: E(x), G(E(x)), D.features(x), J(x, G(E(x))).
 
     Training calls G on prior codes and E on generated images too, so the running averages mix
     distributions the detector never sees; eval-mode reconstructions then lag the train-mode ones.
@@ -107,9 +107,11 @@ def recalibrate_bn(nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 64)
             if len(xb) < 2:
                 continue
             z = nets["E"](xb)
-            nets["G"](z)
+            recon = nets["G"](z)
             if "D" in nets:
                 nets["D"].features(xb, z)
+            if "J" in nets:
+                nets["J"](xb, recon)
     for m, mom in zip(bns, momenta, strict=True):
         m.momentum = mom
 
@@ -149,7 +151,7 @@ class FitResult:
 
 
 def _epoch_line(rec: dict[str, Any], epochs: int, best: bool) -> str:
-    keys = [("loss_d", "D"), ("loss_eg", "EG"), ("loss_g", "G"), ("recon", "recon"), ("z_norm", "|z|"),
+    keys = [("loss_d", "D"), ("loss_eg", "EG"), ("loss_g", "G"), ("loss_j", "J"), ("recon", "recon"), ("z_norm", "|z|"),
             ("val_recon", "val")]
     parts = [f"{label} {rec[k]:.4g}" for k, label in keys if k in rec and not math.isnan(rec[k])]
     return f"epoch {rec['epoch']:3d}/{epochs}  " + "  ".join(parts) + ("  *" if best else "") + \

@@ -1,4 +1,5 @@
-"""The training losses: consistency (L_cons), the adversarial losses of D and of E/G (BCE or hinge), AnoGAN's G.
+"""The training losses: consistency (L_cons), the adversarial losses of D and of E/G (BCE or hinge), AnoGAN's G,
+and the pixel judge's focal loss.
 
 L_cons's norms are the paper's ‖·‖₁, summed over each sample's elements and averaged over the batch; the
 adversarial losses are batch means of per-pair terms. The anomaly score is in trainer/score.py.
@@ -47,3 +48,11 @@ def eg_adv_loss(real: torch.Tensor, fake: torch.Tensor, kind: str = "bce") -> to
 def gan_g_loss(fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
     """A plain GAN generator's loss (AnoGAN): non-saturating BCE or hinge (-D(G(z)))."""
     return F.softplus(-fake).mean() if kind == "bce" else -fake.mean()
+
+
+def focal_loss(logits: torch.Tensor, masks: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """The pixel judge's loss: focal loss (Lin et al. 2017) of per-pixel logits against {0, 1} masks,
+    the mean over pixels: easy pixels (most of every image) weigh (1 - p_t)^gamma less than hard ones."""
+    bce = F.binary_cross_entropy_with_logits(logits, masks, reduction="none")
+    p_t = torch.exp(-bce)
+    return ((1.0 - p_t) ** gamma * bce).mean()

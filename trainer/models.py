@@ -136,15 +136,69 @@ class ImageDiscriminator(nn.Module):
         return self.f1(self.features(x)).squeeze(1)
 
 
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3×3 convs with BatchNorm and ReLU, size kept."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                         nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class PixelJudge(nn.Module):
+    """J(x, x̂) -> anomaly logits N×1×H×W: a small U-Net judging an image beside its reconstruction.
+
+    D's question (does this image belong with this code?) asked per pixel: it sees x and G(E(x)) side by
+    side and learns, from simulated anomalies (trainer/anomalies.py), which differences are a foreign
+    region and which are the reconstruction's usual misses on a texture it cannot reproduce.
+    Three stride-2 stages of `judge_width`, ×2, ×4 channels and a ×8 bottleneck; skips at every scale.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w = cfg.judge_width
+        widths = [w, 2 * w, 4 * w]
+        self.down = nn.ModuleList()
+        c_in = 2 * cfg.channels
+        for c in widths:
+            self.down.append(_conv_block(c_in, c))
+            c_in = c
+        self.pool = nn.MaxPool2d(2)
+        self.bottom = _conv_block(widths[-1], 8 * w)
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        c_in = 8 * w
+        for c in reversed(widths):
+            self.up.append(nn.ConvTranspose2d(c_in, c, 2, 2))
+            self.merge.append(_conv_block(2 * c, c))
+            c_in = c
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([x, x_hat], dim=1)
+        skips = []
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+            h = self.pool(h)
+        h = self.bottom(h)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips), strict=True):
+            h = merge(torch.cat([up(h), skip], dim=1))
+        return self.head(h)
+
+
 def build_networks(cfg: ModelConfig) -> dict[str, nn.Module]:
-    """The networks a variant trains: E, G, D (ae: E, G; anogan: G, D on images only)."""
+    """The networks a variant trains: E, G, D (ae: E, G; anogan: G, D on images only), and the pixel
+    judge J beside them when cfg.judge."""
     if cfg.variant not in VARIANTS:
         raise UserError(f"unknown model {cfg.variant!r}; choose one of {', '.join(VARIANTS)}")
-    if cfg.variant == "ae":
-        return {"E": Encoder(cfg), "G": Generator(cfg)}
     if cfg.variant == "anogan":
+        if cfg.judge:
+            raise UserError("anogan has no encoder to reconstruct with, so no pixel judge; use another variant")
         return {"G": Generator(cfg), "D": ImageDiscriminator(cfg)}
-    return {"E": Encoder(cfg), "G": Generator(cfg), "D": Discriminator(cfg)}
+    nets: dict[str, nn.Module] = {"E": Encoder(cfg), "G": Generator(cfg)}
+    if cfg.variant != "ae":
+        nets["D"] = Discriminator(cfg)
+    if cfg.judge:
+        nets["J"] = PixelJudge(cfg)
+    return nets
 
 
 def init_weights(module: nn.Module) -> None:

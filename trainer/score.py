@@ -93,3 +93,13 @@ def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_h
     if stats is not None:
         l_r = stats.pooled(l_r)
     return (1.0 - lam) * l_r + lam * l_d, amap
+
+
+def judged_score(logits: torch.Tensor, kernel: torch.Tensor, topk: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pixel judge's score and map: map = its probabilities (N×1×H×W logits -> N×H×W) smoothed; score =
+    the mean of the map's `topk` share of highest pixels (at least one), so that one stray pixel of a
+    texture does not fail a part while a defect of a few dozen pixels does."""
+    amap = smooth_map(torch.sigmoid(logits[:, 0]), kernel)
+    flat = amap.flatten(1)
+    k = max(1, int(round(topk * flat.shape[1])))
+    return flat.topk(k, dim=1).values.mean(dim=1), amap

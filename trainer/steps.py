@@ -5,6 +5,10 @@
   alpha·L_cons + (1-alpha)·L_adv through the just-updated D.
 - ae: E and G on the mean |x - G(E(x))|.
 - anogan: a plain GAN, D on images against G(z), then G.
+
+With simulated anomalies (`simulate` > 0, trainer/anomalies.py) E and G get the corrupted batch and
+restore the clean one (the consistency target stays x); the pixel judge J, when there is one, learns
+the masks from (corrupted input, its reconstruction).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from trainer.anomalies import simulate
 from trainer.config import Config
-from trainer.losses import consistency_loss, d_loss, eg_adv_loss, gan_g_loss
+from trainer.losses import consistency_loss, d_loss, eg_adv_loss, focal_loss, gan_g_loss
 
 Wrap = Callable[[nn.Module], nn.Module]
 
@@ -76,6 +81,31 @@ class Step:
         raise NotImplementedError
 
 
+class Simulation:
+    """A step's simulated anomalies: `corrupt(x)` -> (input, masks); `judge(input, x_hat, masks)` trains J
+    (when the networks have one) on the reconstruction E/G just made, detached: J's loss does not reach E/G."""
+
+    def __init__(self, step: Step, nets: dict[str, nn.Module], wrap: Wrap) -> None:
+        self.fraction = step.cfg.train.simulate
+        self.step = step
+        self.j = wrap(nets["J"]) if "J" in nets else None
+        if self.j is not None:
+            step._adam("J", list(nets["J"].parameters()))
+
+    def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.fraction <= 0:
+            return x, None
+        return simulate(x, self.fraction, None)
+
+    def judge(self, x_in: torch.Tensor, x_hat: torch.Tensor, masks: torch.Tensor | None) -> dict[str, float]:
+        if self.j is None or masks is None:
+            return {}
+        logits = self.j(x_in, x_hat.detach())
+        loss = focal_loss(logits, masks)
+        self.step._update("J", loss)
+        return {"loss_j": loss.item()}
+
+
 class BiGANStep(Step):
     """D, then E and G: alpha·consistency + (1-alpha)·adversarial (Algorithm 1)."""
 
@@ -85,25 +115,28 @@ class BiGANStep(Step):
         self._adam("EG", list(nets["E"].parameters()) + list(nets["G"].parameters()))
         self.d = wrap(nets["D"])
         self._adam("D", list(nets["D"].parameters()))
+        self.simulation = Simulation(self, nets, wrap)
 
     def step(self, x: torch.Tensor) -> dict[str, float]:
         t, D = self.cfg.train, self.nets["D"]
+        x_in, masks = self.simulation.corrupt(x)
         z = torch.randn(x.shape[0], self.cfg.model.z_dim, device=x.device)
-        z_hat, x_tilde, x_hat, z_tilde = self.eg(x, z)
-        # D: (x, E(x)) is real, (G(z), z) is fake.
-        real, fake = self.d(torch.cat([x, x_tilde.detach()]), torch.cat([z_hat.detach(), z])).chunk(2)
+        z_hat, x_tilde, x_hat, z_tilde = self.eg(x_in, z)
+        # D: (x, E(x)) is real, (G(z), z) is fake (x as E saw it).
+        real, fake = self.d(torch.cat([x_in, x_tilde.detach()]), torch.cat([z_hat.detach(), z])).chunk(2)
         loss_d = d_loss(real, fake, t.loss)
         self._update("D", loss_d)
         # E, G: through the just-updated D, frozen.
         with _Frozen(D):
-            real_eg, fake_eg = D(torch.cat([x, x_tilde]), torch.cat([z_hat, z])).chunk(2)
+            real_eg, fake_eg = D(torch.cat([x_in, x_tilde]), torch.cat([z_hat, z])).chunk(2)
             adv = eg_adv_loss(real_eg, fake_eg, t.loss)
             cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight)
             loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv
             self._update("EG", loss_eg)
         return {"loss_d": loss_d.item(), "loss_eg": loss_eg.item(), "cons": cons.item(), "adv": adv.item(),
                 "recon": (x - x_hat).abs().mean().item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
-                "d_real": real.mean().item(), "d_fake": fake.mean().item()}
+                "d_real": real.mean().item(), "d_fake": fake.mean().item(),
+                **self.simulation.judge(x_in, x_hat, masks)}
 
 
 class AEStep(Step):
@@ -113,12 +146,15 @@ class AEStep(Step):
         super().__init__(cfg, nets)
         self.eg = wrap(EGPair(nets["E"], nets["G"]))
         self._adam("EG", list(nets["E"].parameters()) + list(nets["G"].parameters()))
+        self.simulation = Simulation(self, nets, wrap)
 
     def step(self, x: torch.Tensor) -> dict[str, float]:
-        z_hat, x_hat = self.eg(x, None)
+        x_in, masks = self.simulation.corrupt(x)
+        z_hat, x_hat = self.eg(x_in, None)
         recon = (x - x_hat).abs().mean()
         self._update("EG", recon)
-        return {"loss_eg": recon.item(), "recon": recon.item(), "z_norm": z_hat.detach().norm(dim=1).mean().item()}
+        return {"loss_eg": recon.item(), "recon": recon.item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
+                **self.simulation.judge(x_in, x_hat, masks)}
 
 
 class AnoGANStep(Step):
