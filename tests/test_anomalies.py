@@ -136,4 +136,4 @@ def test_judged_detector_fits_scores_and_exports(tmp_path: Path) -> None:
     np.testing.assert_allclose(score, ref_score.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(amap, ref_map.numpy(), atol=1e-5)
     assert manifest.threshold == pytest.approx(threshold)
-    assert 0.0 <= score.min() and score.max() <= 1.0
+    assert score.min() >= 0.0 and score.max() <= 1.0
