@@ -48,7 +48,7 @@ def render_part(
         color, mask = stain(drng, spec, color, shade, alpha, hw, center, size)
     if spec.defect == "flip":
         mask = np.where(alpha > 0.5, 255, 0).astype(np.uint8)
-    return Layers(color.astype(np.float32), alpha, _shadow(alpha, light, size), mask)
+    return Layers(color.astype(np.float32), alpha, cast_shadow(alpha, light, size), mask)
 
 
 def _metal_shading(
@@ -93,7 +93,7 @@ def _bevel(alpha: np.ndarray, light_angle: float, size: float) -> np.ndarray:
     return 0.35 * np.clip(facing, -1, 1)
 
 
-def _shadow(alpha: np.ndarray, light: Lighting, size: int) -> np.ndarray:
+def cast_shadow(alpha: np.ndarray, light: Lighting, size: int) -> np.ndarray:
     """The part's shadow on the belt: its coverage shifted away from the lamp and blurred."""
     shift = -0.03 * size
     m = np.float32([[1, 0, shift * math.cos(light.light_angle)], [0, 1, shift * math.sin(light.light_angle)]])

@@ -12,8 +12,8 @@ import numpy as np
 
 from common.errors import DataError
 from synth.defects import DEFECTS
-from synth.scene import render_image
-from synth.spec import sample_lighting, sample_part
+from synth.lines import Line, MetalLine
+from synth.spec import sample_lighting
 
 MARKER = "synth.json"  # written last; marks a folder that synth may overwrite
 _NAME_RE = re.compile(r"^\d+(_mask)?\.png$")
@@ -26,12 +26,12 @@ class SplitItem:
     severity: float | None
 
 
-def plan_test_split(n_test: int) -> dict[str, int]:
+def plan_test_split(n_test: int, defects: tuple[str, ...] = DEFECTS) -> dict[str, int]:
     """About half good, the rest shared round-robin among the defect types (kinds with 0 are left out)."""
     n_bad = n_test // 2
     plan = {"good": n_test - n_bad}
-    for i, kind in enumerate(DEFECTS):
-        n = n_bad // len(DEFECTS) + (1 if i < n_bad % len(DEFECTS) else 0)
+    for i, kind in enumerate(defects):
+        n = n_bad // len(defects) + (1 if i < n_bad % len(defects) else 0)
         if n:
             plan[kind] = n
     return plan
@@ -64,10 +64,12 @@ def prepare_dir(out: Path) -> None:
                 folder.rmdir()
 
 
-def write_stills(out: Path, *, seed: int, size: int, n_train: int, n_test: int, rotation: float) -> None:
+def write_stills(out: Path, *, seed: int, size: int, n_train: int, n_test: int, rotation: float,
+                 line: Line | None = None) -> None:
     """Write the training images, the test images with their masks, and the test index into OUT."""
-    _write_train(out, seed, size, n_train, rotation)
-    items = _write_test(out, seed, size, n_test, rotation)
+    line = line or MetalLine()
+    _write_train(out, seed, size, n_train, rotation, line)
+    items = _write_test(out, seed, size, n_test, rotation, line)
     _write_index(out, items)
 
 
@@ -77,25 +79,25 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise DataError(f"could not write {path}; check free disk space and permissions")
 
 
-def _write_train(out: Path, seed: int, size: int, n: int, rotation: float) -> None:
+def _write_train(out: Path, seed: int, size: int, n: int, rotation: float, line: Line) -> None:
     for i in range(n):
         rng = np.random.default_rng([seed, 0, i])
         light = sample_lighting(rng)
-        image, _ = render_image(sample_part(rng, size, rotation=rotation), light, size)
+        image, _ = line.image(line.sample(rng, size, None, None, rotation), light, size)
         _write_png(out / "train" / "good" / f"{i:03d}.png", image)
 
 
-def _write_test(out: Path, seed: int, size: int, n_test: int, rotation: float) -> list[SplitItem]:
+def _write_test(out: Path, seed: int, size: int, n_test: int, rotation: float, line: Line) -> list[SplitItem]:
     items: list[SplitItem] = []
-    for kind, n in plan_test_split(n_test).items():
-        kind_id = ("good", *DEFECTS).index(kind)  # fixed, so a class's images do not depend on n_test
+    for kind, n in plan_test_split(n_test, line.defects).items():
+        kind_id = ("good", *line.defects).index(kind)  # fixed, so a class's images do not depend on n_test
         severities = _severities(seed, kind_id, n)
         for i in range(n):
             rng = np.random.default_rng([seed, 1, kind_id, i])
             light = sample_lighting(rng)
             defect = None if kind == "good" else kind
             sev = None if defect in (None, "flip") else float(severities[i])
-            image, mask = render_image(sample_part(rng, size, defect, sev or 0.0, rotation), light, size)
+            image, mask = line.image(line.sample(rng, size, defect, sev or 0.0, rotation), light, size)
             _write_png(out / "test" / kind / f"{i:03d}.png", image)
             if defect:
                 _write_png(out / "ground_truth" / kind / f"{i:03d}_mask.png", mask)

@@ -25,7 +25,7 @@ SKIMAGE_PHOTOS: dict[str, str] = {
     "astronaut": "astronaut.png", "camera": "camera.png", "cat": "chelsea.png", "cell": "cell.png",
     "chelsea": "chelsea.png", "clock": "clock_motion.png", "coffee": "coffee.png", "coins": "coins.png",
     "hubble_deep_field": "hubble_deep_field.jpg", "immunohistochemistry": "ihc.png", "moon": "moon.png",
-    "page": "page.png", "rocket": "rocket.jpg", "text": "text.png",
+    "rocket": "rocket.jpg", "text": "text.png",
 }
 # Textures kept aside for independent checks of the detector: never develop, train or tune on them.
 HELD_OUT: tuple[str, ...] = ("brick", "grass", "gravel", "retina")
@@ -76,8 +76,8 @@ def _skimage_file(name: str) -> Path:
     except ImportError:
         raise DataError(f"--surface skimage:{name} needs scikit-image: pip install scikit-image") from None
     if name not in SKIMAGE_PHOTOS:
-        why = ("needs a download or is not a single photograph" if name in getattr(skimage.data, "__all__", ())
-               else "is not a scikit-image sample")
+        why = ("is not offered: it needs a download or is not a usable photograph"
+               if name in getattr(skimage.data, "__all__", ()) else "is not a scikit-image sample")
         raise DataError(f"--surface skimage:{name} {why}; use one of the photographs shipped with "
                         f"scikit-image: {shipped}")
     path = Path(skimage.data.__file__).parent / SKIMAGE_PHOTOS[name]

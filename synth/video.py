@@ -18,10 +18,10 @@ import numpy as np
 
 from common.errors import DataError
 from common.ground_truth import TruthPart, write_ground_truth
-from synth.defects import DEFECTS
-from synth.parts import Layers, render_part
-from synth.scene import apply_camera, belt_texture, composite, part_center
-from synth.spec import ROTATION_JITTER_DEG, Lighting, PartSpec, sample_lighting, sample_part
+from synth.lines import Line, MetalLine, Spec
+from synth.parts import Layers
+from synth.scene import apply_camera, belt_texture, composite
+from synth.spec import ROTATION_JITTER_DEG, Lighting, sample_lighting
 
 FPS = 30
 VIDEO_CODECS: dict[str, str] = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -34,7 +34,7 @@ class Passage:
     """One part crossing the camera: frames relative to the video, its sprite's visible frame range."""
 
     part_id: int
-    spec: PartSpec
+    spec: Spec
     center_frame: int
     first_frame: int  # first and last frame with the part at least partly inside the centre square
     last_frame: int
@@ -50,15 +50,10 @@ def belt_speed(size: int) -> int:
     return max(1, round(size / 16))
 
 
-def _sprite(spec: PartSpec, light: Lighting, size: int) -> Layers:
-    """The part on a size x 2*size canvas whose columns [size//2, size//2 + size) are a training image."""
-    cx, cy = part_center(spec, size)
-    return render_part(spec, light, (size, 2 * size), (cx + size // 2, cy), size)
-
-
-def _sprite_left(size: int, v: int, t: int, center_frame: int) -> int:
-    """Frame column of the sprite's left edge; at center_frame the centre square shows a training image."""
-    return size - size // 2 + v * (t - center_frame)
+def _sprite_left(size: int, v: int, t: int, center_frame: int, pad: int) -> int:
+    """Frame column of the sprite's left edge; at center_frame the centre square shows a training image
+    (the sprite's columns [pad, pad + size))."""
+    return size - pad + v * (t - center_frame)
 
 
 def video_lighting(seed: int) -> Lighting:
@@ -68,36 +63,40 @@ def video_lighting(seed: int) -> Lighting:
 
 def plan_video(seed: int, size: int, parts: int, light: Lighting,
                rotation: float = ROTATION_JITTER_DEG, defect_rate: float = DEFECT_RATE,
-               first_part: int = 0) -> list[Passage]:
+               first_part: int = 0, line: Line | None = None) -> list[Passage]:
     """Parts one after another, each leaving the centre square empty for a few frames before the next.
 
     Part p is drawn from its own seed (seed, p), so a recording starting at `first_part` shows other parts
     of the same line (same lamps, belt and camera) than one starting at 0."""
+    line = line or MetalLine()
     v, gaps = belt_speed(size), np.random.default_rng([seed, 5])
     passages: list[Passage] = []
     first = LEAD_IN_FRAMES
     for p in range(first_part, first_part + parts):
         rng = np.random.default_rng([seed, 4, p])
-        defect = DEFECTS[int(rng.integers(len(DEFECTS)))] if rng.uniform() < defect_rate else None
-        spec = sample_part(rng, size, defect, rotation=rotation)
-        cols = np.flatnonzero(_sprite(spec, light, size).alpha.max(axis=0) > 0.25)
-        base = _sprite_left(size, v, 0, 0)
+        defects = line.defects
+        defect = defects[int(rng.integers(len(defects)))] if rng.uniform() < defect_rate else None
+        spec = line.sample(rng, size, defect, None, rotation)
+        sprite, pad = line.sprite(spec, light, size)
+        cols = np.flatnonzero(sprite.alpha.max(axis=0) > 0.25)
+        base = _sprite_left(size, v, 0, 0, pad)
         e0 = math.ceil((size - int(cols[-1]) - base) / v)
         e1 = math.floor((2 * size - 1 - int(cols[0]) - base) / v)
         tc = first - e0
-        visible = (tc - (base + 2 * size) // v - 1, tc + (3 * size - base) // v + 1)
+        visible = (tc - (base + sprite.alpha.shape[1]) // v - 1, tc + (3 * size - base) // v + 1)
         passages.append(Passage(p, spec, tc, tc + e0, tc + e1, visible))
         first = tc + e1 + 1 + int(gaps.integers(3, max(4, size // (2 * v)) + 1))
     return passages
 
 
-def _frames(passages: list[Passage], n_frames: int, light: Lighting, seed: int, size: int) -> Iterator[np.ndarray]:
+def _frames(passages: list[Passage], n_frames: int, light: Lighting, seed: int, size: int,
+            line: Line) -> Iterator[np.ndarray]:
     """Render every frame: a moving belt, the parts in view as sprites, the same camera as the images."""
     v, width, period = belt_speed(size), 3 * size, 8 * size
     belt = belt_texture(np.random.default_rng([seed, 6]), (size, period), size)
     noise = np.random.default_rng([seed, 7])
     cols = np.arange(width)
-    cache: dict[int, Layers] = {}
+    cache: dict[int, tuple[Layers, int]] = {}
     lo = 0
     for t in range(n_frames):
         frame = belt[:, (cols - v * t) % period]
@@ -108,9 +107,10 @@ def _frames(passages: list[Passage], n_frames: int, light: Lighting, seed: int, 
             if p.visible[0] > t:
                 break
             if p.part_id not in cache:
-                cache[p.part_id] = _sprite(p.spec, light, size)
-            composite(frame, cache[p.part_id], _sprite_left(size, v, t, p.center_frame))
-        yield apply_camera(frame, light, size, noise)
+                cache[p.part_id] = line.sprite(p.spec, light, size)
+            sprite, pad = cache[p.part_id]
+            composite(frame, sprite, _sprite_left(size, v, t, p.center_frame, pad))
+        yield line.finish(apply_camera(frame, light, size, noise))
 
 
 def _count_frames(path: Path) -> int:
@@ -134,10 +134,11 @@ def _write_config(path: Path, video: Path, size: int) -> None:
 
 def write_video(path: Path, *, seed: int, size: int, parts: int,
                 rotation: float = ROTATION_JITTER_DEG, defect_rate: float = DEFECT_RATE,
-                first_part: int = 0) -> dict[str, Any]:
+                first_part: int = 0, line: Line | None = None) -> dict[str, Any]:
     """Write the conveyor video, its ground-truth CSV and an inspector config; return a summary."""
+    line = line or MetalLine()
     light = video_lighting(seed)
-    passages = plan_video(seed, size, parts, light, rotation, defect_rate, first_part)
+    passages = plan_video(seed, size, parts, light, rotation, defect_rate, first_part, line)
     n_frames = passages[-1].last_frame + 1 + LEAD_IN_FRAMES // 4
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def write_video(path: Path, *, seed: int, size: int, parts: int,
     if not writer.isOpened():
         raise DataError(f"OpenCV cannot open a {fourcc} video writer for {path}; try the other suffix (.mp4 or .avi)")
     try:
-        for frame in _frames(passages, n_frames, light, seed, size):
+        for frame in _frames(passages, n_frames, light, seed, size, line):
             writer.write(frame)
     finally:
         writer.release()

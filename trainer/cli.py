@@ -33,6 +33,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="number of the video's first part: another range shows other parts of the same line")
     s.add_argument("--rotation", type=float, default=15.0,
                    help="pose jitter in degrees about the nominal orientation (180 = any orientation)")
+    s.add_argument("--surface", default=None, metavar="PHOTO",
+                   help="parts are tiles cut from this photograph (an image file, or skimage:NAME for a "
+                        "scikit-image sample such as skimage:moon) with surface defects: scratch, hole, "
+                        "stain, crack, contamination")
 
     f = sub.add_parser("fit", help="train a detector on normal images")
     f.add_argument("data_dir", type=Path)
@@ -99,7 +103,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_synth(SynthOptions(
             out_dir=args.out_dir, seed=args.seed, size=args.size, n_train=args.n_train, n_test=args.n_test,
             video=args.video, parts=args.parts, defect_rate=args.defect_rate, first_part=args.first_part,
-            rotation=args.rotation,
+            rotation=args.rotation, surface=args.surface,
         ))
     if args.command == "fit":
         from trainer.fit import FitOptions, run_fit
