@@ -10,7 +10,8 @@ import pytest
 
 from common.errors import UserError
 from synth.run import synthesize
-from trainer.bench import parse_digits, parse_methods, table_folder
+from trainer.bench import parse_digits, parse_methods
+from trainer.bench_report import table_folder
 from trainer.cli import main
 from trainer.idx import write_idx
 
@@ -163,7 +164,7 @@ def test_folder_table_shows_slow_methods_with_a_decimal() -> None:
 
 
 def test_table_rows_put_plain_methods_first_in_their_order() -> None:
-    from trainer.bench import row_order
+    from trainer.bench_report import row_order
 
     # as a resumed file may hold them: an ablation, a baseline and variants, in the order they were run
     ran = ["ours-proj [ema=0]", "pca", "ae", "ours-proj", "knn", "ae [shift=0]"]
@@ -211,3 +212,19 @@ def test_recorded_rows_of_retired_options_still_merge_and_report(mnist: Path, tm
     assert record in json.loads((out / "results.json").read_text())["records"]
     assert "| ours-proj [adv_balance=true] | 0.915 |" in (out / "results.md").read_text()
     assert main(["bench", str(mnist), "--out", str(out), "--models", "pca", "--mnist-digits", "0"]) == 0  # resumes
+
+
+def test_category_table_has_a_column_per_category_the_mean_and_the_worst() -> None:
+    from trainer.bench_report import table_categories
+
+    def rec(dataset: str, method: str, seed: int, a: float) -> dict[str, object]:
+        return {"dataset": dataset, "method": method, "seed": seed, "image_auroc": a, "train_seconds": 10.0,
+                "per_defect_auroc": {}, "images_per_s": 100.0}
+
+    records = [rec("moon", "ours-proj", 0, 0.90), rec("moon", "ours-proj", 1, 0.94),
+               rec("stone", "ours-proj", 0, 0.80), rec("stone", "ours-proj", 1, 0.80), rec("moon", "pca", 0, 0.7)]
+    lines = table_categories(records, ["ours-proj", "pca"]).splitlines()
+    assert lines[0] == "| method | moon | stone | mean | worst | train s |"
+    # sample standard deviation of 0.90 and 0.94 is 0.028 (population: 0.020)
+    assert lines[2] == "| ours-proj | 0.920 ± 0.028 | 0.800 ± 0.000 | 0.860 | 0.800 | 10 |"
+    assert lines[3] == "| pca | 0.700 | – | – | – | 10 |"          # a method missing a category has no mean

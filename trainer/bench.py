@@ -21,11 +21,10 @@ from common.auroc import auroc
 from common.errors import DataError, UserError
 from common.layout import detect_layout
 from trainer.baselines import BASELINES
-from trainer.config import VARIANTS, build_config, with_mnist_defaults
+from trainer.bench_report import METHODS, images_per_s_text, write_report
+from trainer.config import build_config, with_mnist_defaults
 from trainer.datasets import ImageSet, load_split
-from trainer.plots import plot_bars
 
-METHODS = (*VARIANTS, *BASELINES)
 RESULTS_SCHEMA = 1
 
 
@@ -173,76 +172,6 @@ class ResultsFile:
         tmp.replace(self.path)
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
-def _by(records: list[dict[str, Any]], method: str, dataset: str | None = None) -> list[dict[str, Any]]:
-    return [r for r in records if r["method"] == method and (dataset is None or r["dataset"] == dataset)]
-
-
-def table_folder(records: list[dict[str, Any]], methods: list[str]) -> str:
-    """The paper's Table 1: one row per method, image AUROC, per-defect AUROC, cost."""
-    defects = sorted({k for r in records for k in r["per_defect_auroc"]})
-    head = ["method", "image AUROC", *defects, "train s", "images/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in methods:
-        rs = _by(records, m)
-        if not rs:
-            continue
-        cells = [m, _mean_std([r["image_auroc"] for r in rs])]
-        cells += [_mean_std([r["per_defect_auroc"][d] for r in rs if d in r["per_defect_auroc"]]) for d in defects]
-        cells += [f"{np.mean([r['train_seconds'] for r in rs]):.0f}", _rate(np.mean([r["images_per_s"] for r in rs]))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _rate(images_per_s: float) -> str:
-    """Whole images per second, with a decimal below 10 so a slow method (AnoGAN's search) does not read 0."""
-    return f"{images_per_s:.0f}" if images_per_s >= 10 else f"{images_per_s:.1f}"
-
-
-def table_digits(records: list[dict[str, Any]], methods: list[str]) -> str:
-    """MNIST one-class: a column per normal digit, then the mean over digits (± std over seeds)."""
-    digits = sorted({r["dataset"] for r in records}, key=lambda s: int(s.split("_")[1]))
-    head = ["method", *[d.split("_")[1] for d in digits], "mean", "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in methods:
-        if not _by(records, m):
-            continue
-        cells = [m]
-        for d in digits:
-            cells.append(_mean_std([r["image_auroc"] for r in _by(records, m, d)]))
-        seeds = sorted({r["seed"] for r in _by(records, m)})
-        per_seed = [np.mean([r["image_auroc"] for r in _by(records, m) if r["seed"] == s]) for s in seeds]
-        cells += [_mean_std([float(v) for v in per_seed]),
-                  f"{np.mean([r['train_seconds'] for r in _by(records, m)]):.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def row_order(labels: list[str]) -> list[str]:
-    """Table rows: the plain methods in METHODS order, then ablation rows as they were first run."""
-    plain = [m for m in METHODS if m in labels]
-    return plain + [label for label in labels if label not in plain]
-
-
-def write_report(out: Path, results: ResultsFile, mnist: bool, command: str) -> None:
-    """results.md and results.png over every record in the file (earlier runs' rows included)."""
-    recs = results.records
-    methods = row_order(list(dict.fromkeys(r["method"] for r in recs)))
-    table = table_digits(recs, methods) if mnist else table_folder(recs, methods)
-    meta = results.meta
-    text = (f"# trainer bench results\n\nCommand: `{command}`\n\nMachine: {meta['machine']}\n\n"
-            f"Image-level AUROC (mean ± std over seeds where more than one).\n\n{table}\n")
-    (out / "results.md").write_text(text)
-    plot_bars(out / "results.png", recs, methods, grey=set(BASELINES))
-
-
 def run_jobs(jobs: list[Job], data_dir: Path, results: ResultsFile, image_size: int, epochs: int | None,
              on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
     done = results.done()
@@ -309,14 +238,14 @@ def run_bench(opts: BenchOptions) -> int:
 
     def show(r: dict[str, Any]) -> None:
         tqdm.write(f"  {r['dataset']:>10s} {r['method']:<12s} seed {r['seed']}  AUROC {r['image_auroc']:.3f}  "
-                   f"train {r['train_seconds']:.0f}s  {_rate(r['images_per_s'])} img/s")
+                   f"train {r['train_seconds']:.0f}s  {images_per_s_text(r['images_per_s'])} img/s")
 
     command = "trainer bench " + " ".join(_argv_of(opts))
     try:
         run_jobs(jobs, data_dir, results, image_size, opts.epochs, on_record=show)
     finally:
         if results.records:
-            write_report(out, results, mnist, command)
+            write_report(out, results.records, results.meta, mnist, command)
     print((out / "results.md").read_text())
     return 0
 
@@ -330,7 +259,7 @@ def merge_benches(out: Path, results: ResultsFile, others: list[Path], mnist: bo
         added, skipped = results.merge(other)
         print(f"merged {other}: {added} records added, {skipped} already in {out} (kept as they were)")
     if results.records:
-        write_report(out, results, mnist, f"trainer bench (merged from {', '.join(map(str, others))})")
+        write_report(out, results.records, results.meta, mnist, f"trainer bench (merged from {', '.join(map(str, others))})")
         print((out / "results.md").read_text())
     return 0
 
