@@ -107,6 +107,8 @@ def test_judge_step_trains_j_and_leaves_e_g_objective_alone() -> None:
     x = _batch(4)
     step.simulation.judge(x, nets["G"](nets["E"](x)), torch.ones(4, 1, 32, 32))
     assert all(p.grad is None for p in nets["G"].parameters())
+    step.simulation.judge(x, None, torch.ones(4, 1, 32, 32))       # restore=false: J reconstructs itself
+    assert all(p.grad is None for p in nets["G"].parameters())
 
 
 def test_judged_score_is_the_top_share_of_the_map() -> None:
@@ -124,9 +126,9 @@ def test_judged_detector_fits_scores_and_exports(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=3)
     cfg.model.judge, cfg.train.simulate = True, 0.5
     res = fit_arrays(discs(48, 3), cfg, verbose=False)
-    assert "J" in res.nets and "S" not in res.nets
+    assert "J" in res.nets and "S" in res.nets          # J's map standardised per pixel on the normal images
     threshold = shipped_threshold(cfg, res.nets, to_tensor(discs(8, 6)))
-    assert threshold is not None and 0.0 < threshold < 1.0
+    assert threshold is not None and np.isfinite(threshold)
     det = detector_from(cfg, res.nets, threshold)
     manifest = export_detector(det, tmp_path / "m.onnx")
     images = np.concatenate([discs(3, 4), discs(3, 5, defect=True)])
@@ -136,4 +138,3 @@ def test_judged_detector_fits_scores_and_exports(tmp_path: Path) -> None:
     np.testing.assert_allclose(score, ref_score.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(amap, ref_map.numpy(), atol=1e-5)
     assert manifest.threshold == pytest.approx(threshold)
-    assert score.min() >= 0.0 and score.max() <= 1.0

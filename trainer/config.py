@@ -57,6 +57,8 @@ class TrainConfig:
     shift: float = 0.06          # random translation of training images, up to this fraction of the size; 0 = off
     simulate: float = 0.0        # share of each batch given a simulated anomaly (trainer/anomalies.py); E/G then
     #                              restore the clean image (the consistency target) and J learns the masks; 0 = off
+    restore: bool = True         # with simulate: E/G get the corrupted images and restore the clean ones; false = E/G
+    #                              train on clean images only and J sees the corrupted ones' reconstructions (ablation)
     val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
     select: str = "val"          # epoch to ship: "val" (lowest held-out reconstruction error) or "last"
     seed: int = 0

@@ -18,7 +18,7 @@ from common.errors import UserError
 from trainer import checkpoint
 from trainer.config import Config, ScoreConfig
 from trainer.models import bake_spectral_norm, build_networks
-from trainer.score import anomaly_score, gaussian_kernel, judged_score, score_terms
+from trainer.score import anomaly_score, gaussian_kernel, judge_map, score_terms, top_share
 from trainer.score_stats import ScoreStats
 from trainer.threshold import held_out_threshold
 
@@ -51,7 +51,8 @@ class Detector(ExportableDetector):
     """score = (1-λ)·L_R + λ·L_D [+ ν_P·L_P + ν_Z·L_Z] and the anomaly map, as trainer/score.py defines
     them (tolerant residual, smoothed, per colour channel with score_channels "max", standardised by the
     ScoreStats `stats` when there are some). With a pixel judge J the map is J's smoothed probability
-    map of (x, G(E(x))) and the score the mean of its top share (trainer/score.py `judged_score`)."""
+    map of (x, G(E(x))), standardised per pixel by `stats` when there are some, and the score the mean
+    of its top share (trainer/score.py `judge_map`, `top_share`)."""
 
     def __init__(self, E: nn.Module, G: nn.Module, D: nn.Module | None, score: ScoreConfig, spec: dict[str, Any],
                  variant: str, stats: ScoreStats | None = None, threshold: float | None = None,
@@ -61,8 +62,9 @@ class Detector(ExportableDetector):
         self.topk = float(score.judge_topk)
         self.lam = float(score.lam) if D is not None else 0.0
         # The extra terms need their statistics (and L_P a D); without them they are off.
-        self.pair_weight = float(score.score_pair_weight) if D is not None and stats is not None else 0.0
-        self.code_weight = float(score.score_code_weight) if stats is not None else 0.0
+        judged = J is not None   # a judged score is J's map alone
+        self.pair_weight = float(score.score_pair_weight) if D is not None and stats is not None and not judged else 0.0
+        self.code_weight = float(score.score_code_weight) if stats is not None and not judged else 0.0
         self.reduce = score.score_reduce
         self.tolerance = int(score.score_tolerance)
         self.channels = score.score_channels
@@ -87,8 +89,10 @@ class Detector(ExportableDetector):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.J is not None:
             recon = self.G(self.E(x))
-            score, amap = judged_score(self.J(x, recon), self.kernel, self.topk)
-            return score, recon, amap
+            amap = judge_map(self.J(x, recon), self.kernel)
+            if self.stats is not None:   # standardised per pixel: what J says on normal images there
+                amap = self.stats(amap[:, None], amap.new_zeros(amap.shape[0]))[0][:, 0]
+            return top_share(amap, self.topk), recon, amap
         z, recon, f_x, f_r = self._reconstruct(x)
         score, amap = anomaly_score(x, recon, f_x, f_r, self.lam, self.kernel, self.reduce, self.tolerance,
                                     self.stats, self.channels)
@@ -101,6 +105,11 @@ class Detector(ExportableDetector):
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """What ScoreStats learns from: the unstandardised maps (N×K×H×W), L_D (N), the codes E(x)
         (N×z_dim) and L_P = -D(x, E(x)) (N; zeros without a D)."""
+        if self.J is not None:   # the judge's raw map; no feature, code or pair terms
+            z = self.E(x)
+            maps = judge_map(self.J(x, self.G(z)), self.kernel)[:, None]
+            zeros = x.new_zeros(x.shape[0])
+            return maps, zeros, z, zeros
         z, recon, f_x, f_r = self._reconstruct(x)
         maps, l_d = score_terms(x, recon, f_x, f_r, self.kernel, self.tolerance, self.channels)
         l_p = -self.D.judge(f_x, z) if self.D is not None else x.new_zeros(x.shape[0])
@@ -122,9 +131,9 @@ def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | No
 
 def attach_score_stats(cfg: Config, nets: dict[str, nn.Module]) -> None:
     """Add nets["S"], identity ScoreStats, when the config standardises scores and the variant has an E
-    (a judged score needs none: it is a probability)."""
-    if cfg.score.score_normalize == "pixel" and "E" in nets and "J" not in nets:
-        maps = cfg.model.channels if cfg.score.score_channels == "max" else 1
+    (a pixel judge's one map, or one per scored channel map)."""
+    if cfg.score.score_normalize == "pixel" and "E" in nets:
+        maps = cfg.model.channels if cfg.score.score_channels == "max" and "J" not in nets else 1
         nets["S"] = ScoreStats(cfg.model.image_size, maps, cfg.model.z_dim)
 
 

@@ -95,11 +95,20 @@ def anomaly_score(x: torch.Tensor, x_hat: torch.Tensor, f_x: torch.Tensor, f_x_h
     return (1.0 - lam) * l_r + lam * l_d, amap
 
 
-def judged_score(logits: torch.Tensor, kernel: torch.Tensor, topk: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A pixel judge's score and map: map = its probabilities (N×1×H×W logits -> N×H×W) smoothed; score =
-    the mean of the map's `topk` share of highest pixels (at least one), so that one stray pixel of a
-    texture does not fail a part while a defect of a few dozen pixels does."""
-    amap = smooth_map(torch.sigmoid(logits[:, 0]), kernel)
+def judge_map(logits: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """A pixel judge's anomaly map: its probabilities (N×1×H×W logits -> N×H×W), smoothed."""
+    return smooth_map(torch.sigmoid(logits[:, 0]), kernel)
+
+
+def top_share(amap: torch.Tensor, share: float) -> torch.Tensor:
+    """The mean of the `share` of highest pixels of each map (N×H×W -> N), at least one pixel: one stray
+    pixel of a texture does not fail a part while a defect of a few dozen pixels does."""
     flat = amap.flatten(1)
-    k = max(1, int(round(topk * flat.shape[1])))
-    return flat.topk(k, dim=1).values.mean(dim=1), amap
+    k = max(1, int(round(share * flat.shape[1])))
+    return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+def judged_score(logits: torch.Tensor, kernel: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score and map of a pixel judge without statistics: `top_share` of `judge_map`."""
+    amap = judge_map(logits, kernel)
+    return top_share(amap, share), amap

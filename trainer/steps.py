@@ -92,14 +92,22 @@ class Simulation:
         if self.j is not None:
             step._adam("J", list(nets["J"].parameters()))
 
-    def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(what E/G get, the masks or None, what J judges): the corrupted batch twice, or with
+        restore=false the clean batch for E/G and the corrupted one for J."""
         if self.fraction <= 0:
-            return x, None
-        return simulate(x, self.fraction, None)
+            return x, None, x
+        x_sim, masks = simulate(x, self.fraction, None)
+        return (x_sim if self.step.cfg.train.restore else x), masks, x_sim
 
-    def judge(self, x_in: torch.Tensor, x_hat: torch.Tensor, masks: torch.Tensor | None) -> dict[str, float]:
+    def judge(self, x_in: torch.Tensor, x_hat: torch.Tensor | None, masks: torch.Tensor | None) -> dict[str, float]:
+        """Train J on (x_in, x_hat): x_hat is E/G's reconstruction of x_in (made here when E/G trained on
+        something else, restore=false)."""
         if self.j is None or masks is None:
             return {}
+        if x_hat is None:
+            with torch.no_grad():
+                x_hat = self.step.nets["G"](self.step.nets["E"](x_in))
         logits = self.j(x_in, x_hat.detach())
         loss = focal_loss(logits, masks)
         self.step._update("J", loss)
@@ -119,7 +127,7 @@ class BiGANStep(Step):
 
     def step(self, x: torch.Tensor) -> dict[str, float]:
         t, D = self.cfg.train, self.nets["D"]
-        x_in, masks = self.simulation.corrupt(x)
+        x_in, masks, x_judged = self.simulation.corrupt(x)
         z = torch.randn(x.shape[0], self.cfg.model.z_dim, device=x.device)
         z_hat, x_tilde, x_hat, z_tilde = self.eg(x_in, z)
         # D: (x, E(x)) is real, (G(z), z) is fake (x as E saw it).
@@ -136,7 +144,7 @@ class BiGANStep(Step):
         return {"loss_d": loss_d.item(), "loss_eg": loss_eg.item(), "cons": cons.item(), "adv": adv.item(),
                 "recon": (x - x_hat).abs().mean().item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
                 "d_real": real.mean().item(), "d_fake": fake.mean().item(),
-                **self.simulation.judge(x_in, x_hat, masks)}
+                **self.simulation.judge(x_judged, x_hat if x_judged is x_in else None, masks)}
 
 
 class AEStep(Step):
@@ -149,12 +157,12 @@ class AEStep(Step):
         self.simulation = Simulation(self, nets, wrap)
 
     def step(self, x: torch.Tensor) -> dict[str, float]:
-        x_in, masks = self.simulation.corrupt(x)
+        x_in, masks, x_judged = self.simulation.corrupt(x)
         z_hat, x_hat = self.eg(x_in, None)
         recon = (x - x_hat).abs().mean()
         self._update("EG", recon)
         return {"loss_eg": recon.item(), "recon": recon.item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
-                **self.simulation.judge(x_in, x_hat, masks)}
+                **self.simulation.judge(x_judged, x_hat if x_judged is x_in else None, masks)}
 
 
 class AnoGANStep(Step):
