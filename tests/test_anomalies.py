@@ -136,5 +136,5 @@ def test_judged_detector_fits_scores_and_exports(tmp_path: Path) -> None:
     with torch.inference_mode():
         ref_score, _, ref_map = det(to_tensor(images))
     np.testing.assert_allclose(score, ref_score.numpy(), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(amap, ref_map.numpy(), atol=1e-5)
+    np.testing.assert_allclose(amap, ref_map.numpy(), atol=5e-4)   # standard deviations above normal
     assert manifest.threshold == pytest.approx(threshold)
