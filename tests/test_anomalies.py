@@ -124,7 +124,7 @@ def test_judged_score_is_the_top_share_of_the_map() -> None:
 @pytest.mark.slow
 def test_judged_detector_fits_scores_and_exports(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=3)
-    cfg.model.judge, cfg.train.simulate = True, 0.5
+    cfg.model.judge, cfg.train.simulate, cfg.score.judge_normalize = True, 0.5, True
     res = fit_arrays(discs(48, 3), cfg, verbose=False)
     assert "J" in res.nets and "S" in res.nets          # J's map standardised per pixel on the normal images
     threshold = shipped_threshold(cfg, res.nets, to_tensor(discs(8, 6)))
@@ -138,3 +138,13 @@ def test_judged_detector_fits_scores_and_exports(tmp_path: Path) -> None:
     np.testing.assert_allclose(score, ref_score.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(amap, ref_map.numpy(), atol=5e-4)   # standard deviations above normal
     assert manifest.threshold == pytest.approx(threshold)
+
+
+def test_judged_detector_without_normalisation_scores_probabilities() -> None:
+    cfg = tiny_config(epochs=1)
+    cfg.model.judge, cfg.train.simulate = True, 0.5
+    res = fit_arrays(discs(24, 3), cfg, verbose=False)
+    assert "S" not in res.nets                          # judge_normalize is off by default
+    with torch.inference_mode():
+        score, _, amap = detector_from(cfg, res.nets)(to_tensor(discs(4, 4)))
+    assert float(score.min()) >= 0.0 and float(score.max()) <= 1.0 and float(amap.max()) <= 1.0

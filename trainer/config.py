@@ -88,6 +88,8 @@ class ScoreConfig:
     threshold_quantile: float = 0.99
     judge_topk: float = 0.01     # with a pixel judge: the image score is the mean of this share of the smoothed
     #                              judge map's highest pixels (at least one pixel; a small share = its max)
+    judge_normalize: bool = False  # standardise the judge's map per pixel by the normal training images (with
+    #                              score_normalize=pixel); it helped on one surface and hurt on another (F25)
     anogan_steps: int = 100      # AnoGAN: Gamma, gradient steps of the latent search per image
     anogan_lr: float = 0.05      # AnoGAN: Adam learning rate of the latent search
 

@@ -131,8 +131,8 @@ def detector_from(cfg: Config, nets: dict[str, nn.Module], threshold: float | No
 
 def attach_score_stats(cfg: Config, nets: dict[str, nn.Module]) -> None:
     """Add nets["S"], identity ScoreStats, when the config standardises scores and the variant has an E
-    (a pixel judge's one map, or one per scored channel map)."""
-    if cfg.score.score_normalize == "pixel" and "E" in nets:
+    (a pixel judge's one map with judge_normalize, or one per scored channel map)."""
+    if cfg.score.score_normalize == "pixel" and "E" in nets and ("J" not in nets or cfg.score.judge_normalize):
         maps = cfg.model.channels if cfg.score.score_channels == "max" and "J" not in nets else 1
         nets["S"] = ScoreStats(cfg.model.image_size, maps, cfg.model.z_dim)
 
