@@ -19,7 +19,7 @@ from trainer.export import export_detector
 from trainer.fit import fit_arrays
 from trainer.losses import focal_loss
 from trainer.models import PixelJudge, build_networks
-from trainer.score import gaussian_kernel, judged_score
+from trainer.score import gaussian_kernel, judge_map, top_share
 from trainer.steps import make_step
 from trainer.tensors import to_tensor
 
@@ -115,10 +115,10 @@ def test_judged_score_is_the_top_share_of_the_map() -> None:
     logits = torch.full((1, 1, 10, 10), -10.0)
     logits[0, 0, :2, :5] = 10.0                         # 10 of 100 pixels certain
     delta = torch.tensor([1.0])                         # no smoothing
-    score, amap = judged_score(logits, delta, 0.1)
-    assert amap.shape == (1, 10, 10) and score.item() == pytest.approx(1.0, abs=1e-4)
-    assert judged_score(logits, delta, 0.2)[0].item() == pytest.approx(0.5, abs=1e-3)
-    assert judged_score(logits, gaussian_kernel(1.0), 0.01)[0].item() < 1.0   # smoothed, then pooled
+    amap = judge_map(logits, delta)
+    assert amap.shape == (1, 10, 10) and top_share(amap, 0.1).item() == pytest.approx(1.0, abs=1e-4)
+    assert top_share(amap, 0.2).item() == pytest.approx(0.5, abs=1e-3)
+    assert top_share(judge_map(logits, gaussian_kernel(1.0)), 0.01).item() < 1.0   # smoothed, then pooled
 
 
 @pytest.mark.slow

@@ -86,10 +86,15 @@ class Detector(ExportableDetector):
             f_x, f_r = self.D.features(x, z), self.D.features(recon, z)
         return z, recon, f_x, f_r
 
+    def _judge(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(E(x), G(E(x)), J's raw map N×H×W) of a judged detector."""
+        z = self.E(x)
+        recon = self.G(z)
+        return z, recon, judge_map(self.J(x, recon), self.kernel)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.J is not None:
-            recon = self.G(self.E(x))
-            amap = judge_map(self.J(x, recon), self.kernel)
+            _, recon, amap = self._judge(x)
             if self.stats is not None:   # standardised per pixel: what J says on normal images there
                 amap = self.stats(amap[:, None], amap.new_zeros(amap.shape[0]))[0][:, 0]
             return top_share(amap, self.topk), recon, amap
@@ -106,10 +111,9 @@ class Detector(ExportableDetector):
         """What ScoreStats learns from: the unstandardised maps (N×K×H×W), L_D (N), the codes E(x)
         (N×z_dim) and L_P = -D(x, E(x)) (N; zeros without a D)."""
         if self.J is not None:   # the judge's raw map; no feature, code or pair terms
-            z = self.E(x)
-            maps = judge_map(self.J(x, self.G(z)), self.kernel)[:, None]
+            z, _, amap = self._judge(x)
             zeros = x.new_zeros(x.shape[0])
-            return maps, zeros, z, zeros
+            return amap[:, None], zeros, z, zeros
         z, recon, f_x, f_r = self._reconstruct(x)
         maps, l_d = score_terms(x, recon, f_x, f_r, self.kernel, self.tolerance, self.channels)
         l_p = -self.D.judge(f_x, z) if self.D is not None else x.new_zeros(x.shape[0])

@@ -107,8 +107,3 @@ def top_share(amap: torch.Tensor, share: float) -> torch.Tensor:
     k = max(1, int(round(share * flat.shape[1])))
     return flat.topk(k, dim=1).values.mean(dim=1)
 
-
-def judged_score(logits: torch.Tensor, kernel: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score and map of a pixel judge without statistics: `top_share` of `judge_map`."""
-    amap = judge_map(logits, kernel)
-    return top_share(amap, share), amap
