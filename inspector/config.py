@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -206,21 +208,51 @@ class InspectorConfig(BaseSettings):
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> InspectorConfig:
-    """Read PATH (None: defaults and environment only); raise InspectorError listing every invalid field."""
+    """Read PATH (None: defaults and environment only); raise InspectorError listing every invalid field, or
+    naming why the file cannot be read (missing, a directory, permissions, not UTF-8, not TOML): exit 2, which
+    the systemd units do not restart on."""
     if path is not None:
-        if not path.is_file():
-            raise InspectorError(f"config: {path} does not exist (pass --config FILE)")
-        try:
-            tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise InspectorError(f"config: {path} is not valid TOML: {e}") from None
+        check_toml_file(path)
     token = _toml_path.set(path)
     try:
         return InspectorConfig(**(overrides or {}))
     except ValidationError as e:
         raise InspectorError(format_errors(e, path)) from None
+    except SettingsError as e:  # an INSPECTOR_<SECTION> variable that is not JSON
+        raise InspectorError(_settings_error(e, path)) from None
+    except OSError as e:  # the file changed between the check and the read
+        raise InspectorError(f"config: {path} cannot be read: {e.strerror or e}") from None
     finally:
         _toml_path.reset(token)
+
+
+def check_toml_file(path: Path) -> None:
+    """An InspectorError unless PATH is a readable UTF-8 file that parses as TOML."""
+    try:
+        if stat.S_ISDIR(path.stat().st_mode):
+            raise InspectorError(f"config: {path} is a directory, not a TOML file (pass --config FILE)")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InspectorError(f"config: {path} does not exist (pass --config FILE)") from None
+    except PermissionError:
+        raise InspectorError(f"config: {path} cannot be read: permission denied (the service reads it as user "
+                             "inspector: make it readable, e.g. chgrp inspector and chmod 0640)") from None
+    except OSError as e:
+        raise InspectorError(f"config: {path} cannot be read: {e.strerror or e}") from None
+    try:
+        tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InspectorError(f"config: {path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InspectorError(f"config: {path} is not valid TOML: {e}") from None
+
+
+def _settings_error(err: SettingsError, path: Path | None) -> str:
+    match = re.search(r'field "(\w+)"', str(err))
+    env = f"INSPECTOR_{match.group(1).upper()}" if match else "an INSPECTOR_* variable"
+    where = f"{path}" if path else "configuration"
+    return (f"{where}: the environment variable {env} is not valid JSON ({err}); give a whole section as JSON, "
+            f"or set one field with a double underscore, e.g. INSPECTOR_CAMERA__WIDTH=640")
 
 
 def format_errors(err: ValidationError, path: Path | None) -> str:

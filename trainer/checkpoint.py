@@ -56,15 +56,32 @@ def resolve(path: str | Path) -> Path:
     return p / "model.pt" if p.is_dir() else p
 
 
+REQUIRED = ("config", "input", "state", "lambda")  # what a Detector is built from
+
+
+def unreadable(path: Path, exc: BaseException) -> str:
+    """Why torch could not read PATH, in a few words (torch's own message is long and suggests
+    weights_only=False, which must not be followed for a file that may not be ours)."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"{path} cannot be read ({e.strerror or type(e).__name__})"
+    if size == 0:
+        return f"{path} is empty"
+    return f"{path} is truncated, corrupt or not a file `trainer fit` wrote ({type(exc).__name__})"
+
+
 def load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with weights_only=True; a missing or foreign file is a UserError."""
+    """Load a checkpoint with weights_only=True; a missing, corrupt or foreign file is a one-line UserError."""
     p = resolve(path)
     if not p.is_file():
         raise UserError(f"no checkpoint at {p}; train one with `trainer fit DATA --out RUN_DIR`")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise UserError(f"cannot read checkpoint {p}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{p} is not a format-{FORMAT} detector checkpoint")
+        raise UserError(f"cannot read checkpoint: {unreadable(p, exc)}; train the run again with "
+                        "`trainer fit DATA --out RUN_DIR` or restore model.pt from a copy") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in REQUIRED):
+        raise UserError(f"{p} is not a format-{FORMAT} detector checkpoint (`trainer fit` writes one); "
+                        "point at a run folder or its model.pt")
     return payload

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -250,7 +251,9 @@ def _write_epoch(out: Path, rec: dict[str, Any], progress: Progress, cfg: Config
                  opts: dict[str, torch.optim.Optimizer], average: WeightAverage | None,
                  sample_x: torch.Tensor, sample_z: torch.Tensor) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "log.jsonl", "a") as fh:
+    # a fresh run replaces an earlier run's log with its first epoch, not before: a run that fails
+    # before it trained anything leaves RUN_DIR as it was; a resumed run (epoch >= 2) appends
+    with open(out / "log.jsonl", "w" if progress.epoch == 1 else "a") as fh:
         fh.write(json.dumps(rec) + "\n")
     save_samples(out / "samples" / f"epoch_{progress.epoch:03d}.png", nets, sample_x, sample_z)
     save_progress(out, progress, cfg, nets, opts, average.nets if average is not None else None,
@@ -287,17 +290,37 @@ class FitOptions:
         return build_config(self.variant, with_mnist_defaults(overrides, self.mnist_digit is not None), list(self.sets))
 
 
+def check_run_dir(out: Path) -> None:
+    """A UserError unless `out` is (or can be made) a folder this process can write to."""
+    try:
+        _check_run_dir(out)
+    except OSError as e:  # e.g. a folder on the way that this user may not enter
+        raise UserError(f"--out {out} cannot be checked ({e.strerror or e}); pass a folder you can write to") from None
+
+
+def _check_run_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; pass a folder for the run (RUN_DIR)")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a folder; pass a folder for the run (RUN_DIR)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write to {existing} (permission denied); pass a folder you can write to")
+
+
 def run_fit(opts: FitOptions) -> FitResult:
     """Load a data set's training split, train, write RUN_DIR (model.pt, last.pt, log.jsonl, samples/)."""
     from trainer.datasets import load_split
 
+    # Everything that can be checked is checked before RUN_DIR is touched (nothing in it changes until
+    # the first epoch is written): the options, the run folder, last.pt when resuming, the data.
     if opts.epochs is not None and opts.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {opts.epochs}")
+    check_run_dir(opts.out)
     cfg = opts.config()
-    if not opts.resume and (opts.out / "log.jsonl").exists():
-        (opts.out / "log.jsonl").unlink()
     if not opts.data_dir.exists():
-        raise UserError(f"data folder {opts.data_dir} does not exist")
+        raise UserError(f"data folder {opts.data_dir} does not exist; pass the folder of training images "
+                        "(MVTec layout, a folder of good images, or MNIST IDX files)")
     data = load_split(opts.data_dir, "train", cfg.model.image_size, opts.channels, opts.mnist_digit)
     cfg.model.channels = int(data.images.shape[3])
     run_info = {"data_dir": str(opts.data_dir.resolve()), "mnist_digit": opts.mnist_digit,

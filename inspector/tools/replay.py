@@ -5,7 +5,9 @@ Ground truth is the CSV `trainer synth --video` writes: part_id,first_frame,last
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,8 @@ def run_replay(opts: ReplayOptions) -> int:
         raise InspectorError("replay: --backfill needs --state DIR (it serves the journal)")
     if opts.frames is not None and opts.frames < 1:
         raise InspectorError(f"replay: --frames must be >= 1, got {opts.frames}")
+    if opts.json_out is not None:
+        check_writable(opts.json_out)  # before the replay, not after it: a summary is never lost
     truth = read_ground_truth(opts.ground_truth) if opts.ground_truth else None
     camera: dict[str, Any] = {"source": str(video), "loop": opts.frames is not None, "max_frames": opts.frames or 0}
     overrides: dict[str, Any] = {"camera": camera, "engine": {"path": str(opts.model)},
@@ -139,11 +143,53 @@ def run_replay(opts: ReplayOptions) -> int:
     summary["model_id"] = pipeline.model_id
     if truth is not None:
         summary.update(evaluate(headers, truth))
-    print(format_summary(summary))
+    print(format_summary(summary), flush=True)
     if opts.json_out is not None:
-        opts.json_out.parent.mkdir(parents=True, exist_ok=True)
-        opts.json_out.write_text(json.dumps(summary, indent=2) + "\n")
+        text = json.dumps(summary, indent=2) + "\n"
+        try:
+            _write_atomically(opts.json_out, text)
+        except OSError as e:  # checked before the replay, failed anyway (disk full, folder gone): keep it on stdout
+            print(text, end="", flush=True)
+            raise InspectorError(f"replay: could not write the summary to {opts.json_out} ({e.strerror or e}); it is "
+                                 "printed above as JSON instead: save it from there, or free the disk / fix the "
+                                 "path and replay again") from None
     return 0
+
+
+def check_writable(path: Path) -> None:
+    """An InspectorError unless PATH can be written as a file: not a directory, and its folder (or the
+    nearest one that exists, the rest is created) a directory this process can write in."""
+    try:
+        _check_writable(path)
+    except OSError as e:  # e.g. a folder on the way that this user may not enter
+        raise InspectorError(f"replay: --json {path} cannot be checked ({e.strerror or e}); pass a path you can "
+                             "write to") from None
+
+
+def _check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise InspectorError(f"replay: --json {path} is a directory; pass a file name, e.g. {path / 'replay.json'}")
+    folder = next((p for p in path.parents if p.exists()), Path("."))
+    if not folder.is_dir():
+        raise InspectorError(f"replay: --json {path}: {folder} is not a directory; pass a path in a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InspectorError(f"replay: --json {path}: cannot write in {folder} (permission denied or a read-only "
+                             "file system); pass a path you can write to")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InspectorError(f"replay: --json {path} exists and is not writable; pass another path")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """PATH has the whole text or stays as it was (a temporary file beside it, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _readable(video: Path) -> bool:

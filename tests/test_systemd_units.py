@@ -1,0 +1,112 @@
+"""The systemd units and the Jetson drop-in (issue 22): no group that may not exist, no restart on exit 2,
+SIGTERM instead of SIGABRT and no core dump on a watchdog timeout, writable HOME and caches under
+ProtectSystem=strict, the Argus camera socket reachable on a Jetson; `systemd-analyze verify` where it exists.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+UNITS = {"inspector.service": "", "inspector@.service": "/%i"}   # unit -> suffix of its per-station paths
+DROP_IN = REPO / "deploy" / "jetson-devices.conf"
+EXEC = "/opt/inspector/venv/bin/inspector"
+
+
+def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """section -> key -> every value assigned, in order (unit files repeat keys: configparser cannot)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if m := re.fullmatch(r"\[(\w+)\]", line):
+            current = sections.setdefault(m.group(1), {})
+            continue
+        assert current is not None and "=" in line, f"{path.name}: {raw!r}"
+        key, value = line.split("=", 1)
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def last(unit: dict[str, dict[str, list[str]]], key: str, section: str = "Service") -> str | None:
+    values = unit.get(section, {}).get(key)
+    return values[-1] if values else None
+
+
+def environment(unit: dict[str, dict[str, list[str]]]) -> dict[str, str]:
+    return dict(v.split("=", 1) for v in unit["Service"].get("Environment", []))
+
+
+@pytest.mark.parametrize("name", list(UNITS))
+def test_the_units_settings(name: str) -> None:
+    unit = parse_unit(REPO / "systemd" / name)
+    suffix = UNITS[name]
+    service = unit["Service"]
+    # a group missing on the box fails the start with 216/GROUP: the user's own groups only (install.sh)
+    assert "SupplementaryGroups" not in service
+    # exit 2 (configuration or model) is not restarted; anything else is
+    assert "2" in " ".join(service["RestartPreventExitStatus"]).split()
+    assert last(unit, "Restart") == "on-failure"
+    # a watchdog timeout stops the daemon as `systemctl stop` does, without a core dump
+    assert last(unit, "WatchdogSignal") == "SIGTERM" and last(unit, "KillSignal") == "SIGTERM"
+    assert last(unit, "LimitCORE") == "0"
+    # HOME and the caches are writable under ProtectSystem=strict: the unit's own state and cache folders
+    assert last(unit, "ProtectSystem") == "strict" and last(unit, "PrivateTmp") == "yes"
+    env = environment(unit)
+    assert f"inspector{suffix}" in (last(unit, "StateDirectory") or "").split()
+    assert env["HOME"] == f"/var/lib/inspector{suffix}" == last(unit, "WorkingDirectory")
+    caches = (last(unit, "CacheDirectory") or "").split()
+    assert env["XDG_CACHE_HOME"] == f"/var/cache/{caches[0]}" == f"/var/cache/inspector{suffix}"
+    assert env["CUDA_CACHE_PATH"].removeprefix("/var/cache/") in caches   # created by systemd, not by CUDA
+
+
+def test_the_jetson_drop_in_reaches_the_argus_socket() -> None:
+    text = DROP_IN.read_text()
+    drop_in = parse_unit(DROP_IN)
+    assert "/tmp/argus_socket" in text   # nvargus-daemon's socket, which CSI cameras are reached through
+    assert last(drop_in, "PrivateTmp") == "no"
+    assert last(drop_in, "After", "Unit") == "nvargus-daemon.service"
+    # the host's /tmp is read-only under ProtectSystem=strict: temporary files go to the runtime directory
+    assert environment(drop_in)["TMPDIR"] == "/run/inspector/%i"
+    for name, suffix in UNITS.items():
+        runtime = last(parse_unit(REPO / "systemd" / name), "RuntimeDirectory")
+        assert f"/run/{runtime}" == f"/run/inspector{suffix}"   # %i is empty for inspector.service
+    assert all(d.startswith(("/dev/", "char-")) for d in (v.split()[0] for v in drop_in["Service"]["DeviceAllow"]))
+
+
+def test_install_sh_adds_only_groups_that_exist() -> None:
+    text = (REPO / "deploy" / "install.sh").read_text()
+    assert "SupplementaryGroups" not in re.sub(r"#.*", "", text)
+    assert re.search(r'getent group "\$g"', text) and 'usermod -aG "$g" inspector' in text
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    """Every unit, plain and with the Jetson drop-in, as systemd itself reads it: no unknown key, no bad value."""
+    fake = tmp_path / "bin" / "inspector"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    for jetson in (False, True):
+        units = tmp_path / ("jetson" if jetson else "plain")
+        units.mkdir()
+        for name in UNITS:
+            (units / name).write_text((REPO / "systemd" / name).read_text().replace(EXEC, str(fake)))
+            if jetson:
+                (units / f"{name}.d").mkdir()
+                shutil.copy(DROP_IN, units / f"{name}.d" / "jetson-devices.conf")
+        shutil.copy(units / "inspector@.service", units / "inspector@line-a.service")
+        for name in ("inspector.service", "inspector@line-a.service"):
+            r = subprocess.run(["systemd-analyze", "verify", str(units / name)], capture_output=True, text=True,
+                               timeout=60)
+            problems = [ln for ln in (r.stdout + r.stderr).splitlines()
+                        if re.search(r"unknown|invalid|failed|error|ignoring", ln, re.I)
+                        and "nvargus-daemon.service" not in ln]
+            assert r.returncode == 0 and not problems, (jetson, name, r.stdout, r.stderr)
