@@ -111,6 +111,29 @@ def test_judge_step_trains_j_and_leaves_e_g_objective_alone() -> None:
     assert all(p.grad is None for p in nets["G"].parameters())
 
 
+@pytest.mark.parametrize("variant", ["ours-proj", "ae"])
+def test_judge_end_to_end_reaches_e_g_and_trains_j(variant: str) -> None:
+    """With judge_end_to_end J's loss joins E/G's: from the same weights and randomness, one step leaves E
+    with other weights than the detached step does, and J is trained in both."""
+    def one_step(end_to_end: bool) -> tuple[dict[str, float], dict[str, torch.nn.Module], list[torch.Tensor]]:
+        cfg = tiny_config(channels=3)
+        cfg.model.variant = variant
+        cfg.model.judge, cfg.train.simulate, cfg.train.judge_end_to_end = True, 1.0, end_to_end
+        torch.manual_seed(0)
+        nets = build_networks(cfg.model)
+        step = make_step(cfg, nets)
+        j_before = [p.detach().clone() for p in nets["J"].parameters()]
+        torch.manual_seed(1)
+        return step.step(_batch(8)), nets, j_before
+
+    f_joint, joint, j0 = one_step(True)
+    f_apart, apart, j1 = one_step(False)
+    assert f_joint["loss_j"] > 0 and f_apart["loss_j"] > 0
+    for nets, before in ((joint, j0), (apart, j1)):
+        assert any(not torch.equal(a, b) for a, b in zip(before, nets["J"].parameters(), strict=True))
+    assert any(not torch.allclose(a, b) for a, b in zip(joint["E"].parameters(), apart["E"].parameters(), strict=True))
+
+
 def test_judged_score_is_the_top_share_of_the_map() -> None:
     logits = torch.full((1, 1, 10, 10), -10.0)
     logits[0, 0, :2, :5] = 10.0                         # 10 of 100 pixels certain

@@ -59,6 +59,8 @@ class TrainConfig:
     #                              restore the clean image (the consistency target) and J learns the masks; 0 = off
     restore: bool = True         # with simulate: E/G get the corrupted images and restore the clean ones; false = E/G
     #                              train on clean images only and J sees the corrupted ones' reconstructions (ablation)
+    judge_end_to_end: bool = False  # with a judge: J's loss also reaches E/G through the reconstruction (DRAEM trains
+    #                              both as one network); false = J learns on a detached reconstruction
     val_fraction: float = 0.1    # held-out normal training images for checkpoint choice and threshold
     select: str = "val"          # epoch to ship: "val" (lowest held-out reconstruction error) or "last"
     seed: int = 0

@@ -72,10 +72,14 @@ class Step:
         self.opts[name] = torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2))
         return self.opts[name]
 
-    def _update(self, name: str, loss: torch.Tensor) -> None:
-        self.opts[name].zero_grad(set_to_none=True)
+    def _update(self, name: str, loss: torch.Tensor, *also: str) -> None:
+        """One backward of `loss`, then a step of optimiser `name` and of those named in `also`."""
+        names = (name, *also)
+        for n in names:
+            self.opts[n].zero_grad(set_to_none=True)
         loss.backward()
-        self.opts[name].step()
+        for n in names:
+            self.opts[n].step()
 
     def step(self, x: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
@@ -83,14 +87,25 @@ class Step:
 
 class Simulation:
     """A step's simulated anomalies: `corrupt(x)` -> (input, masks); `judge(input, x_hat, masks)` trains J
-    (when the networks have one) on the reconstruction E/G just made, detached: J's loss does not reach E/G."""
+    (when the networks have one) on the reconstruction E/G just made, detached: J's loss does not reach E/G.
+    With judge_end_to_end, `joint_loss` gives J's loss on the live reconstruction instead, which the step adds
+    to E/G's loss and updates J with (DRAEM's one network)."""
 
     def __init__(self, step: Step, nets: dict[str, nn.Module], wrap: Wrap) -> None:
         self.fraction = step.cfg.train.simulate
         self.step = step
         self.j = wrap(nets["J"]) if "J" in nets else None
+        self.end_to_end = self.j is not None and step.cfg.train.judge_end_to_end and step.cfg.train.restore
         if self.j is not None:
             step._adam("J", list(nets["J"].parameters()))
+
+    def joint_loss(self, x_in: torch.Tensor, x_hat: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor | None:
+        """J's focal loss on (x_in, x_hat) with x_hat live (end to end), or None when J learns on its own.
+        Summed over each image's pixels (a per-sample sum like the consistency loss it joins, so that it is
+        not drowned by it); Adam makes J's own update indifferent to that scale."""
+        if not self.end_to_end or masks is None:
+            return None
+        return focal_loss(self.j(x_in, x_hat), masks) * masks[0].numel()
 
     def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(what E/G get, the masks or None, what J judges): the corrupted batch twice, or with
@@ -103,7 +118,7 @@ class Simulation:
     def judge(self, x_in: torch.Tensor, x_hat: torch.Tensor | None, masks: torch.Tensor | None) -> dict[str, float]:
         """Train J on (x_in, x_hat): x_hat is E/G's reconstruction of x_in (made here when E/G trained on
         something else, restore=false)."""
-        if self.j is None or masks is None:
+        if self.j is None or masks is None or self.end_to_end:
             return {}
         if x_hat is None:
             with torch.no_grad():
@@ -140,8 +155,13 @@ class BiGANStep(Step):
             adv = eg_adv_loss(real_eg, fake_eg, t.loss)
             cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight)
             loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv
-            self._update("EG", loss_eg)
-        return {"loss_d": loss_d.item(), "loss_eg": loss_eg.item(), "cons": cons.item(), "adv": adv.item(),
+            loss_j = self.simulation.joint_loss(x_in, x_hat, masks)
+            if loss_j is None:
+                self._update("EG", loss_eg)
+            else:
+                self._update("EG", loss_eg + loss_j, "J")
+        joint = {} if loss_j is None else {"loss_j": loss_j.item()}
+        return {**joint, "loss_d": loss_d.item(), "loss_eg": loss_eg.item(), "cons": cons.item(), "adv": adv.item(),
                 "recon": (x - x_hat).abs().mean().item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
                 "d_real": real.mean().item(), "d_fake": fake.mean().item(),
                 **self.simulation.judge(x_judged, x_hat if x_judged is x_in else None, masks)}
@@ -160,8 +180,13 @@ class AEStep(Step):
         x_in, masks, x_judged = self.simulation.corrupt(x)
         z_hat, x_hat = self.eg(x_in, None)
         recon = (x - x_hat).abs().mean()
-        self._update("EG", recon)
-        return {"loss_eg": recon.item(), "recon": recon.item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
+        loss_j = self.simulation.joint_loss(x_in, x_hat, masks)
+        if loss_j is None:
+            self._update("EG", recon)
+        else:
+            self._update("EG", recon + loss_j, "J")
+        joint = {} if loss_j is None else {"loss_j": loss_j.item()}
+        return {**joint, "loss_eg": recon.item(), "recon": recon.item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
                 **self.simulation.judge(x_judged, x_hat if x_judged is x_in else None, masks)}
 
 
