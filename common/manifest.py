@@ -39,6 +39,8 @@ class TensorRTInfo(BaseModel):
     opt_batch: int = Field(ge=1)
     precision: Literal["fp32", "fp16"]
     engine_sha256: str | None = None   # addition to the contract: detects an engine swapped under its manifest
+    sm_count: int | None = None        # multiprocessors of the GPU that built it (None: older manifests)
+    total_memory: int | None = None    # bytes of GPU memory there: with sm_count, tells Jetson Orin modules apart
 
 
 class Manifest(BaseModel):

@@ -26,16 +26,21 @@ def _build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a TensorRT engine from MODEL.onnx on this GPU")
     b.add_argument("onnx", type=Path)
     b.add_argument("--out", type=Path, required=True, help="MODEL.engine (its MODEL.json is written beside it)")
-    b.add_argument("--max-batch", type=int, default=32)
-    b.add_argument("--opt-batch", type=int, default=None, help="batch TensorRT tunes for (default: max)")
+    b.add_argument("--max-batch", type=int, default=32, help="largest batch the engine takes (default 32)")
+    b.add_argument("--opt-batch", type=int, default=None,
+                   help="batch TensorRT tunes its kernels for (default: min(8, --max-batch): the daemon sends "
+                        "1-8 crops per call)")
     b.add_argument("--fp16", action="store_true", help="half precision (FP16 flag on TRT 10, FP16 graph on 11)")
 
     v = sub.add_parser("verify", help="compare an engine (or the FP16 graph) with the ONNX FP32 reference")
     v.add_argument("model", type=Path, help="MODEL.onnx or MODEL.engine")
     v.add_argument("--data", type=Path, default=None, help="MVTec-layout folder (test/good, test/<defect>)")
     v.add_argument("--limit", type=int, default=None, help="at most this many images")
-    v.add_argument("--auroc-tol", type=float, default=0.002)
-    v.add_argument("--score-rtol", type=float, default=0.01)
+    v.add_argument("--auroc-tol", type=float, default=0.002, help="largest |ΔAUROC| (with labels)")
+    v.add_argument("--score-tol", "--score-rtol", dest="score_tol", type=float, default=0.05,
+                   help="largest |Δscore| as a share of the threshold's distance from the good scores' median")
+    v.add_argument("--no-emulate-fp16", dest="emulate_fp16", action="store_false",
+                   help="skip the FP16-storage emulation (what a strongly typed TensorRT computes)")
     v.add_argument("--json", type=Path, default=None, help="also write the comparison as JSON")
 
     s = sub.add_parser("bench", help="images/s and latency per batch size and backend")
@@ -52,8 +57,9 @@ def _build(args: argparse.Namespace) -> int:
 
     m = build_engine(args.onnx, args.out, args.max_batch, args.opt_batch, args.fp16)
     assert m.tensorrt is not None
-    print(f"wrote {args.out}: TensorRT {m.tensorrt.version}, {m.tensorrt.gpu_name} (sm {m.tensorrt.compute_capability}), "
-          f"{m.tensorrt.precision}, batch 1..{m.tensorrt.max_batch} (opt {m.tensorrt.opt_batch})")
+    t = m.tensorrt
+    print(f"wrote {args.out}: TensorRT {t.version}, {t.gpu_name} (sm {t.compute_capability}, {t.sm_count} SMs), "
+          f"{t.precision}, batch 1..{t.max_batch} (opt {t.opt_batch})")
     return 0
 
 
@@ -61,8 +67,8 @@ def _verify(args: argparse.Namespace) -> int:
     from engines.verify import as_records, format_table, verify
 
     notes: list[str] = []
-    results = verify(args.model, args.data, args.limit, args.auroc_tol, args.score_rtol, notes)
-    print(format_table(results))
+    results = verify(args.model, args.data, args.limit, args.auroc_tol, args.score_tol, notes, args.emulate_fp16)
+    print(format_table(results, args.score_tol, args.auroc_tol))
     for note in notes:
         print(f"note: {note}")
     if args.json:

@@ -41,8 +41,9 @@ def resolve_backend(path: Path, backend: str) -> tuple[str, str]:
     if backend == "tensorrt":
         if not trt_ok:
             raise EngineError(f"backend tensorrt requested but {trt_why} here; install TensorRT and pycuda "
-                              "on the GPU box (`pip install '.[tensorrt]'`, on Jetson JetPack's python), "
-                              "or use backend onnxruntime")
+                              "on the GPU box (deploy/install.sh picks them: `pip install '.[tensorrt-cu12]'` "
+                              "or `'.[tensorrt-cu13]'` by the box's CUDA, on Jetson JetPack's TensorRT and "
+                              "`'.[jetson]'`), or use backend onnxruntime")
         if engine is None:
             raise EngineError(f"backend tensorrt requested but there is no engine beside {path.name}; build "
                               f"one with `engines build {path.name} --out {path.with_suffix('.engine').name} "
@@ -74,10 +75,11 @@ def load_engine(path: str | Path, backend: str = "auto", max_batch: int | None =
         engine_file = engine_file_for(p)
         assert engine_file is not None
         manifest = read_manifest(engine_file)
-        engine: Engine = TensorRTEngine(engine_file, manifest, max_batch)
+        trt_engine = TensorRTEngine(engine_file, manifest, max_batch)   # a larger max_batch is capped, noted
         log.info("engine_selected", backend=chosen, reason=reason, path=str(engine_file),
-                 model_id=manifest.model_id, max_batch=engine.max_batch)
-        return engine
+                 model_id=manifest.model_id, max_batch=trt_engine.max_batch, requested_max_batch=max_batch,
+                 gpu=trt_engine.gpu.describe())
+        return trt_engine
 
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 

@@ -1,6 +1,7 @@
 """FP16 graph: loads in ONNX Runtime with the graph's I/O unchanged, stays close to FP32; verify and AUROC.
 
-This is the FP16 fidelity check that runs where TensorRT cannot.
+This is the FP16 fidelity check that runs where TensorRT cannot; the FP16-storage emulation and the nodes
+kept FP32 are tested on a trained detector in test_verify_fp16.py.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def test_verify_fp16_graph_with_labels(model: Path, tmp_path: Path) -> None:
     assert abs(result.auroc_delta) <= 0.002 and result.ok
     assert 0 < result.score_max_abs_dev < 1e-2
     assert 0 <= result.order_flips <= 2      # of 66 pairs
+    emulated = result.emulated               # the FP16-storage emulation beside it, judged too
+    assert emulated is not None and emulated.ok and emulated.images == 12
+    assert result.threshold == 0.42 and result.verdict_flips is not None
+    assert result.fp16["rounded_values"] > 0 and result.fp16["overflow"] == []
 
 
 def test_order_flips() -> None:
@@ -84,5 +89,6 @@ def test_order_flips() -> None:
 
 
 def test_verify_fails_beyond_tolerance(model: Path) -> None:
-    [result] = verify(model, None, limit=8, score_rtol=1e-9)
+    [result] = verify(model, None, limit=8, score_tol=1e-9)
     assert not result.ok and result.auroc_reference is None
+    assert result.score_scale_source.startswith("sd of all 8 scores")
