@@ -1,6 +1,9 @@
 """`engines build MODEL.onnx --out MODEL.engine`: a TensorRT engine built on the target, with its manifest.
 
-TensorRT 10: FP32 graph + BuilderFlag.FP16; TensorRT 11 (no FP16 flag): FP16 graph, strongly typed network.
+FP16 on TensorRT 10 and 11 alike: the FP16 graph of engines/fp16.py (reductions and the score tail kept FP32,
+which `engines verify` emulates) parsed as a strongly typed network (STRONGLY_TYPED exists since TensorRT
+10.0 and is implied in 11), so the engine runs the precisions that were verified; BuilderFlag.FP16 (weak
+typing, TensorRT 10 only) would let the builder pick FP16 for the reductions too. FP32: the FP32 graph.
 
 The timing cache (TensorRT's builder guide: "specific to the targeted device, CUDA, TensorRT versions") is
 kept beside the engine under a name that carries the TensorRT version and the GPU (name, compute capability,
@@ -57,8 +60,8 @@ def plan_build(trt_version: str, fp16: bool) -> BuildPlan:
     precision: Literal["fp32", "fp16"] = "fp16" if fp16 else "fp32"
     if major < 10:
         raise EngineError(f"TensorRT {trt_version} is too old: engines needs TensorRT 10 (JetPack 6) or 11")
-    if major == 10:
-        return BuildPlan(major, precision, fp16_graph=False, strongly_typed=False, fp16_builder_flag=fp16)
+    if major == 10 and not fp16:
+        return BuildPlan(major, precision, fp16_graph=False, strongly_typed=False, fp16_builder_flag=False)
     return BuildPlan(major, precision, fp16_graph=fp16, strongly_typed=True, fp16_builder_flag=False)
 
 

@@ -43,7 +43,8 @@ def _caches(folder: Path) -> list[Path]:
 
 def test_plans() -> None:
     p10 = plan_build("10.3.0", fp16=True)
-    assert (p10.fp16_builder_flag, p10.fp16_graph, p10.strongly_typed, p10.precision) == (True, False, False, "fp16")
+    # FP16 on TensorRT 10 too: the verified FP16 graph (FP32 reductions), strongly typed, no weak FP16 flag
+    assert (p10.fp16_builder_flag, p10.fp16_graph, p10.strongly_typed, p10.precision) == (False, True, True, "fp16")
     p11 = plan_build("11.0.1", fp16=True)
     assert (p11.fp16_builder_flag, p11.fp16_graph, p11.strongly_typed, p11.precision) == (False, True, True, "fp16")
     assert not plan_build("10.3.0", fp16=False).fp16_builder_flag
@@ -53,15 +54,16 @@ def test_plans() -> None:
         plan_build("8.6.1", fp16=True)
 
 
-def test_configure_trt10_fp16_sets_flag_profile_and_cache() -> None:
+def test_configure_trt10_fp16_strongly_typed_profile_and_cache() -> None:
     trt = fake_builder_trt("10.3.0")
     builder = trt.Builder(None)
     config = builder.create_builder_config()
     configure(trt, builder, config, plan_build("10.3.0", True), (32, 32, 3), 16, 4, b"")
-    assert config.flags == ["FLAG_FP16"]
+    assert config.flags == []          # strongly typed: the graph's own types, no BuilderFlag.FP16
     assert ("set_shape", "images", (1, 32, 32, 3), (4, 32, 32, 3), (16, 32, 32, 3)) in trt.log
     assert len(config.profiles) == 1 and config.get_timing_cache() is not None
-    assert network_flags(trt, plan_build("10.3.0", True)) == 0
+    assert network_flags(trt, plan_build("10.3.0", True)) == 1 << 1
+    assert network_flags(trt, plan_build("10.3.0", False)) == 0
 
 
 def test_configure_trt11_never_touches_the_removed_fp16_flag() -> None:
@@ -73,7 +75,7 @@ def test_configure_trt11_never_touches_the_removed_fp16_flag() -> None:
     assert network_flags(trt, plan_build("11.0.0", True)) == 1 << 1
 
 
-@pytest.mark.parametrize(("version", "fp16_graph"), [("10.3.0", False), ("11.1.0", True)])
+@pytest.mark.parametrize(("version", "fp16_graph"), [("10.3.0", True), ("11.1.0", True)])
 def test_build_engine_on_fakes(tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch, version: str,
                                fp16_graph: bool) -> None:
     trt = fake_builder_trt(version, with_fp16_flag=version.startswith("10"))
