@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the inspector on an edge box (x86 + NVIDIA GPU, Jetson with JetPack 6, or CPU only) as root:
-#   sudo deploy/install.sh MODEL.onnx [--station NAME] [--config FILE] [--prefix DIR] [--no-engine] [--no-start]
-#   deploy/install.sh --plan [--prefix DIR] [--no-engine]   what this box would get (platform, CUDA, the exact
-#                                                            pip command); changes nothing, needs no root
+#   sudo deploy/install.sh MODEL.onnx [--station NAME] [--config FILE] [--prefix DIR] [--no-engine] [--no-start] [--gateway]
+#   deploy/install.sh --plan [--prefix DIR] [--no-engine] [--gateway]   what this box would get (platform, CUDA,
+#                                                            the exact pip command); changes nothing, needs no root
 # Creates the `inspector` user, a venv with the core package (no torch) and, on a GPU box, TensorRT + pycuda for
 # its platform, builds the TensorRT engine on this box, installs the unit and the configuration, checks it,
-# and starts the service.
+# and starts the service. --gateway also installs the plant gateway's libraries (the `gateway` extra) and
+# starts inspector-gateway(@NAME).service (docs/plant.md); its units are installed either way.
 set -euo pipefail
 
 PREFIX=/opt/inspector
@@ -14,6 +15,7 @@ CONFIG_SRC=""
 BUILD_ENGINE=1
 START=1
 PLAN=0
+GATEWAY=0
 MODEL=""
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
 # where the platform is read from (overridable for tests)
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
         --no-engine) BUILD_ENGINE=0; shift ;;
         --no-start) START=0; shift ;;
         --plan) PLAN=1; shift ;;
+        --gateway) GATEWAY=1; shift ;;
         -h|--help) usage ;;
         -*) echo "unknown option $1" >&2; usage ;;
         *) MODEL="$1"; shift ;;
@@ -141,6 +144,7 @@ if [ "$PLAN" = 1 ]; then
     else
         echo "pip: $PIP install '$TARGET'"
     fi
+    [ "$GATEWAY" = 0 ] || echo "gateway: $PIP install '$PREFIX/src[gateway]', inspector-gateway${STATION:+@$STATION}.service"
     [ -z "$NEEDS" ] || echo "needs: $NEEDS"
     exit 0
 fi
@@ -174,6 +178,10 @@ echo "   $PIP install '$TARGET'${PIP_ENV[*]+ (with ${PIP_ENV[*]})}"
 env ${PIP_ENV[@]+"${PIP_ENV[@]}"} "$PIP" install --quiet "$TARGET" \
     || die "pip install '$TARGET' failed (see above); pycuda needs a C++ compiler and Python headers: apt install build-essential python3-dev"
 "$PREFIX/venv/bin/python" -c "import inspector, engines" || die "the package does not import"
+if [ "$GATEWAY" = 1 ]; then     # the plant gateway: OPC UA, Modbus, web page, MQTT libraries
+    echo "   $PIP install '$PREFIX/src[gateway]'"
+    "$PIP" install --quiet "$PREFIX/src[gateway]" || die "pip install '$PREFIX/src[gateway]' failed (see above)"
+fi
 if [ "$GPU" = 1 ]; then
     why=$("$PREFIX/venv/bin/python" -c 'from engines.tensorrt_engine import tensorrt_available as t
 ok, why = t(); print(why); raise SystemExit(0 if ok else 1)') || die "TensorRT backend not usable after the install: $why"
@@ -209,10 +217,11 @@ fi
 [ -e "/etc/inspector/$NAME.env" ] || install -m 0640 /dev/null "/etc/inspector/$NAME.env"
 
 echo "== 5/6 systemd units"
-install -m 0644 "$SRC/systemd/inspector.service" "$SRC/systemd/inspector@.service" /etc/systemd/system/
-if [ "$PREFIX" != /opt/inspector ]; then
-    sed -i "s#/opt/inspector#$PREFIX#g" /etc/systemd/system/inspector.service /etc/systemd/system/inspector@.service
-fi
+GATEWAY_UNITS="inspector-gateway.service inspector-gateway@.service"
+for unit in inspector.service inspector@.service $GATEWAY_UNITS; do
+    install -m 0644 "$SRC/systemd/$unit" /etc/systemd/system/
+    [ "$PREFIX" = /opt/inspector ] || sed -i "s#/opt/inspector#$PREFIX#g" "/etc/systemd/system/$unit"
+done
 if [ "$JETSON" = 1 ]; then
     for unit in inspector.service inspector@.service; do
         install -d "/etc/systemd/system/$unit.d"
@@ -229,5 +238,10 @@ UNIT=inspector.service
 if [ "$START" = 1 ]; then
     systemctl enable --now "$UNIT"
     systemctl --no-pager status "$UNIT" || true
+    if [ "$GATEWAY" = 1 ]; then
+        GW_UNIT="inspector-gateway${STATION:+@$STATION}.service"
+        systemctl enable --now "$GW_UNIT"
+        systemctl --no-pager status "$GW_UNIT" || true
+    fi
 fi
 echo "== done: $UNIT, config $CONF, logs: journalctl -u $UNIT -f, results: $PREFIX/venv/bin/inspector listen tcp://127.0.0.1:5556"

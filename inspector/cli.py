@@ -1,5 +1,6 @@
 """`inspector` command line: run (the daemon), replay (a recorded video), collect (training crops from a
-video or camera), listen (a subscriber), history (the journal), keygen (CURVE keys), check-config.
+video or camera), listen (a subscriber), history (the journal), keygen (CURVE keys), check-config,
+gateway (OPC UA / Modbus / web / MQTT for the plant) and gateway-passwd (its users' password hashes).
 
 Arguments become typed options (dataclasses) here; the commands never see the argparse Namespace.
 User errors (common.errors.UserError: InspectorError, a bad ground-truth file, ...) end with their
@@ -95,6 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="print the effective configuration or every invalid field")
     c.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG)
+
+    g = sub.add_parser("gateway", help="serve a station to the plant: OPC UA, Modbus TCP, web page + /metrics, MQTT",
+                       description="Subscribe to a station (PUB + backfill) and serve it; an empty value turns a "
+                                   "server off (--opcua \"\"). Flags override the [gateway] section.")
+    g.add_argument("--connect", default=None, metavar="ENDPOINT", help="the station's PUB endpoint (gateway.connect)")
+    g.add_argument("--backfill", default=None, metavar="ENDPOINT", help="its backfill endpoint (gateway.backfill)")
+    g.add_argument("--trigger", default=None, metavar="ENDPOINT", help="its external trigger endpoint (gateway.trigger)")
+    g.add_argument("--opcua", default=None, metavar="ENDPOINT", help="opc.tcp://HOST:PORT/PATH (gateway.opcua.endpoint)")
+    g.add_argument("--modbus", default=None, metavar="HOST:PORT", help="gateway.modbus.bind")
+    g.add_argument("--http", default=None, metavar="HOST:PORT", help="web page and /metrics (gateway.http.bind)")
+    g.add_argument("--mqtt", default=None, metavar="HOST:PORT", help="the plant's broker (gateway.mqtt.broker)")
+    g.add_argument("--state", type=Path, default=None, metavar="DIR", help="gateway.state_dir (its SQLite file)")
+    g.add_argument("--config", type=Path, default=None, help="TOML file with a [gateway] section (default: defaults)")
+
+    gp = sub.add_parser("gateway-passwd", help="a password hash for [gateway.opcua.users] / [gateway.http.users]",
+                        description="Reads the password from stdin (asked twice, not echoed, on a terminal) and "
+                                    "prints the TOML line USER = \"scrypt$...\".")
+    gp.add_argument("user")
+
+    gc = sub.add_parser("gateway-cert", help="the OPC UA server's self-signed certificate and key",
+                        description="Writes DIR/gateway-cert.der and DIR/gateway-key.pem (0600) for "
+                                    "[gateway.opcua] certificate / private_key; never overwrites.")
+    gc.add_argument("--out", type=Path, required=True, metavar="DIR")
+    gc.add_argument("--host", action="append", default=[], metavar="NAME",
+                    help="a host name or IP address clients use (repeat; default: this machine's name)")
+    gc.add_argument("--days", type=int, default=730, help="validity (default: %(default)s)")
     return p
 
 
@@ -133,13 +160,40 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_history(history_options(args))
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "gateway":
+        from inspector.gateway.run import GatewayOptions, run_gateway
+
+        return run_gateway(GatewayOptions(args.config, args.connect, args.backfill, args.trigger, args.opcua,
+                                          args.modbus, args.http, args.mqtt, args.state))
+    if args.command == "gateway-passwd":
+        from inspector.gateway.passwords import passwd_line, read_password
+
+        print(passwd_line(args.user, read_password()))
+        return 0
+    if args.command == "gateway-cert":
+        return _gateway_cert(args.out, args.host, args.days)
     return 2
+
+
+def _gateway_cert(out: Path, hosts: list[str], days: int) -> int:
+    try:
+        from inspector.gateway.opcua_cert import make_certificate
+    except ModuleNotFoundError as e:
+        raise InspectorError(f"gateway-cert needs the Python package {e.name!r}: pip install "
+                             "'bigan-inspect[gateway]'") from None
+    cert, key = make_certificate(out, hosts, days)
+    print(f"certificate (give it to the OPC UA clients): {cert}\nprivate key (keep it here, mode 0600): {key}")
+    return 0
 
 
 def _check_config(path: Path) -> int:
     from inspector.config import effective_toml, load_config
+    from inspector.gateway.run import check_gateway
 
     cfg = load_config(path)
+    problems = check_gateway(cfg)
+    if problems:
+        raise InspectorError(f"{path}: " + "; ".join(problems))
     if cfg.engine.path is not None and not cfg.engine.path.exists():
         raise InspectorError(f"{path}: engine.path {cfg.engine.path} does not exist (build it with `engines build`)")
     print(f"# effective configuration: {path} + INSPECTOR_* environment + defaults")

@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from inspector.errors import InspectorError
+from inspector.gateway.config import GatewayConfig
 
 try:
     import tomllib
@@ -120,6 +121,8 @@ class PublishConfig(_Section):
     wait_subscribers_s: float = Field(5.0, ge=0, allow_inf_nan=False)  # ... or this long passed
     queue_results: int = Field(256, ge=1)  # results buffered between decide and publish
     backfill_bind: str | None = "tcp://127.0.0.1:5558"  # ROUTER answering "everything after N"; empty = none
+    preview_fps: float = Field(2.0, ge=0, le=30, allow_inf_nan=False)  # `preview` topic: JPEGs of the latest frame; 0 = off
+    preview_width: int = Field(640, ge=16, le=4096)  # previews wider than this are scaled down to it
 
     @field_validator("bind", "backfill_bind")
     @classmethod
@@ -172,6 +175,7 @@ class InspectorConfig(BaseSettings):
     state: StateConfig = StateConfig()
     security: SecurityConfig = SecurityConfig()
     logging: LoggingConfig = LoggingConfig()
+    gateway: GatewayConfig = GatewayConfig()  # `inspector gateway` (docs/plant.md); the daemon ignores it
 
     @model_validator(mode="after")
     def _names_refer_to_rois(self) -> InspectorConfig:
@@ -294,16 +298,7 @@ def effective_toml(cfg: InspectorConfig) -> str:
     out: list[str] = [f"station_id = {_toml_value(data.pop('station_id'))}", ""]
     rois = data.pop("rois")
     for name, section in data.items():
-        out.append(f"[{name}]")
-        for key, value in section.items():
-            if value is None:
-                out.append(f"# {key} is not set")
-            elif isinstance(value, dict):
-                inner = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
-                out.append(f"{key} = {{ {inner} }}" if inner else f"{key} = {{}}")
-            else:
-                out.append(f"{key} = {_toml_value(value)}")
-        out.append("")
+        _toml_section(out, name, getattr(cfg, name), section)
     if not rois:
         out.append("# rois: none given -> one ROI \"center\", the centred square of the frame's height")
     for roi in rois:
@@ -311,6 +306,29 @@ def effective_toml(cfg: InspectorConfig) -> str:
         out.extend(f"{k} = {_toml_value(v)}" for k, v in roi.items())
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _toml_section(out: list[str], name: str, model: BaseModel, section: dict[str, Any]) -> None:
+    """`[name]` with its plain fields, then each nested section as `[name.field]` (the [gateway] section)."""
+    out.append(f"[{name}]")
+    nested = []
+    for key, value in section.items():
+        if isinstance(getattr(model, key, None), BaseModel):
+            nested.append(key)
+        elif value is None:
+            out.append(f"# {key} is not set")
+        elif isinstance(value, dict):
+            inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+            out.append(f"{key} = {{ {inner} }}" if inner else f"{key} = {{}}")
+        else:
+            out.append(f"{key} = {_toml_value(value)}")
+    out.append("")
+    for key in nested:
+        _toml_section(out, f"{name}.{key}", getattr(model, key), section[key])
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_value(k)
 
 
 def _toml_value(v: Any) -> str:

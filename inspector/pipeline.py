@@ -1,7 +1,8 @@
 """capture → trigger → crop → batch → score → decide → encode → publish, as threads joined by bounded queues.
 
 Threads: capture (stages/capture.py), trigger (the front end's trigger and the crop stage), score (batcher,
-engine, decisions) and publish (encode, journal, send: network/publisher.py). The main thread supervises:
+engine, decisions), publish (encode, journal, send: network/publisher.py) and, with publish.preview_fps > 0,
+preview (the latest frame as a small JPEG for the `preview` topic: network/preview.py). The main thread supervises:
 systemd notifications, the watchdog, SIGTERM/SIGINT (stop capture, drain, exit 0).
 """
 
@@ -22,6 +23,7 @@ import zmq
 from engines import Engine
 from inspector.config import InspectorConfig
 from inspector.errors import InspectorError
+from inspector.network.preview import PreviewEncoder
 from inspector.network.publisher import Publisher, PublishHook
 from inspector.network.trigger_input import ExternalTriggerReceiver
 from inspector.notify import Notifier
@@ -73,12 +75,15 @@ class Pipeline:
         self.capture = self.frontend.capture
         self._abort = threading.Event()  # a stage died: stop waiting on queues
         self._signal: int | None = None
+        self.preview = PreviewEncoder(cfg.publish, lambda: self.capture.latest, cfg.rois,  # the `preview` topic
+                                      station_id=cfg.station_id, run_id=self.run_id)
         self.publisher = Publisher(
             cfg.publish, self.ctx, self.results, self.stats, station_id=cfg.station_id, run_id=self.run_id,
             info={"model_id": self.model_id, "backend": engine.backend,
                   "source": str(cfg.camera.source)},
             first_sequence=first_sequence, before_publish=before_publish, after_publish=after_publish,
-            status_sources=status_sources, abort=self._abort, recorder=recorder, curve_secret=curve_secret)
+            status_sources=status_sources, abort=self._abort, recorder=recorder, curve_secret=curve_secret,
+            preview=self.preview)
         self._stages = [threading.Thread(target=self._guard, args=(self._trigger_loop,), name="trigger", daemon=True),
                         threading.Thread(target=self._guard, args=(self._score_loop,), name="score", daemon=True)]
         self._stop = threading.Event()
@@ -98,6 +103,8 @@ class Pipeline:
             self.results.put(END)  # the publisher ends: nothing will be inspected
             raise
         self.started_mono = time.monotonic()
+        if self.publisher.preview is not None:
+            self.preview.start()
         for t in self._stages:
             t.start()
         self.frontend.start()
@@ -159,6 +166,7 @@ class Pipeline:
         for service in self.services:
             service.stop()
         self.capture.stop()
+        self.preview.stop()
         if self.receiver is not None:
             self.receiver.stop(2)
         for t in (*self._stages, self.capture, self.publisher):
@@ -219,7 +227,7 @@ class Pipeline:
                                          size=lambda p: max(1, len(p.crops)))
         try:
             while batch := batcher.next_batch():
-                for scored in score_batch(self.engine, batch):
+                for scored in score_batch(self.engine, batch, stats=self.stats):
                     self._put(self.results, decide(scored, self.thresholds, self.model_id))
         finally:
             self._put(self.results, END)

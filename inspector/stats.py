@@ -27,6 +27,10 @@ class Stats:
         self.camera_state = "starting"
         self.camera_error: str | None = None
         self.reconnects = 0
+        self.engine_calls = 0  # batches sent to the engine
+        self.engine_errors = 0  # ... that failed (every part in them published with verdict "error")
+        self.engine_failing = False  # the last call failed
+        self.engine_last_error: str | None = None
         self._latencies: deque[float] = deque(maxlen=latency_window)
         self._frame_times: deque[float] = deque(maxlen=512)
 
@@ -53,6 +57,15 @@ class Stats:
             self.camera_state = state
             self.camera_error = error
             self.reconnects += int(reconnect)
+
+    def engine_call(self, error: str | None) -> None:
+        """One engine call's outcome: None when it worked, else why it failed."""
+        with self._lock:
+            self.engine_calls += 1
+            self.engine_failing = error is not None
+            if error is not None:
+                self.engine_errors += 1
+                self.engine_last_error = error
 
     def published(self, verdict: str, latency_s: float) -> None:
         with self._lock:
@@ -81,6 +94,8 @@ class Stats:
                 "errors": self.errors,
                 "frames_dropped": dict(self.dropped),
                 "camera": {"state": self.camera_state, "error": self.camera_error, "reconnects": self.reconnects},
+                "engine": {"state": "error" if self.engine_failing else "ok", "calls": self.engine_calls,
+                           "errors": self.engine_errors, "last_error": self.engine_last_error},
             }
         span = (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
         snap["fps"] = round((len(recent) - 1) / span, 2) if span > 0 else 0.0

@@ -149,4 +149,5 @@ def test_the_commented_deploy_example_is_valid_and_shows_every_field() -> None:
         if name == "rois":
             names = list(RoiConfig.model_fields)
         for key in names:
-            assert re.search(rf"^(# )?{key} = ", text, re.M), f"deploy/inspector.toml does not show {name}.{key}"
+            shown = rf"^(# )?{key} = |^\[{name}\.{key}\]$"      # a field, or a nested section ([gateway.opcua])
+            assert re.search(shown, text, re.M), f"deploy/inspector.toml does not show {name}.{key}"

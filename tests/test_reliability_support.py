@@ -105,7 +105,8 @@ class Subscriber:
     def receive(self, wait_ms: int = 50) -> None:
         while self.sock.poll(wait_ms):
             topic, header, *_ = self.sock.recv_multipart()
-            (self.results if topic == b"result" else self.statuses).append(json.loads(header))
+            if topic in (b"result", b"status"):  # not the `preview` topic
+                (self.results if topic == b"result" else self.statuses).append(json.loads(header))
             wait_ms = 0
 
     def until(self, predicate: Callable[[], bool], timeout_s: float = 20) -> bool:

@@ -1,6 +1,8 @@
 """The systemd units and the Jetson drop-in (issue 22): no group that may not exist, no restart on exit 2,
 SIGTERM instead of SIGABRT and no core dump on a watchdog timeout, writable HOME and caches under
-ProtectSystem=strict, the Argus camera socket reachable on a Jetson; `systemd-analyze verify` where it exists.
+ProtectSystem=strict, the Argus camera socket reachable on a Jetson; the plant gateway's units (issue 23):
+the station's hardening without any device, their own state folder, after the station; install.sh
+installs them; `systemd-analyze verify` where it exists.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = {"inspector.service": "", "inspector@.service": "/%i"}   # unit -> suffix of its per-station paths
+GATEWAY_UNITS = {"inspector-gateway.service": "", "inspector-gateway@.service": "/%i"}
 DROP_IN = REPO / "deploy" / "jetson-devices.conf"
 EXEC = "/opt/inspector/venv/bin/inspector"
 
@@ -67,6 +70,45 @@ def test_the_units_settings(name: str) -> None:
     assert env["CUDA_CACHE_PATH"].removeprefix("/var/cache/") in caches   # created by systemd, not by CUDA
 
 
+@pytest.mark.parametrize("name", list(GATEWAY_UNITS))
+def test_the_gateway_units_settings(name: str) -> None:
+    unit = parse_unit(REPO / "systemd" / name)
+    station = parse_unit(REPO / "systemd" / name.replace("inspector-gateway", "inspector"))
+    suffix = GATEWAY_UNITS[name]
+    service = unit["Service"]
+    assert last(unit, "ExecStart", "Service") == (
+        f"{EXEC} gateway --config /etc/inspector/{'inspector' if not suffix else '%i'}.toml")
+    assert "SupplementaryGroups" not in service and last(unit, "User") == "inspector"
+    assert "2" in " ".join(service["RestartPreventExitStatus"]).split() and last(unit, "Restart") == "on-failure"
+    assert last(unit, "Type") == "notify" and last(unit, "WatchdogSignal") == "SIGTERM"
+    assert last(unit, "LimitCORE") == "0" and last(unit, "KillSignal") == "SIGTERM"
+    # its own state, never the station's journal folder; the path the gateway is told is the one systemd makes
+    env = environment(unit)
+    assert last(unit, "StateDirectory") == f"inspector-gateway{suffix}"
+    assert env["INSPECTOR_GATEWAY__STATE_DIR"] == f"/var/lib/inspector-gateway{suffix}" == env["HOME"]
+    assert env["HOME"] == last(unit, "WorkingDirectory")
+    assert env["XDG_CACHE_HOME"] == f"/var/cache/{last(unit, 'CacheDirectory')}"
+    # ordered after its station (same instance for the template)
+    assert f"inspector{'@%i' if suffix else ''}.service" in (last(unit, "After", "Unit") or "").split()
+    # the station's hardening, and no devices at all (no camera, no GPU)
+    for key in ("ProtectSystem", "ProtectHome", "PrivateTmp", "NoNewPrivileges", "ProtectKernelTunables",
+                "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
+                "ProtectHostname", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID",
+                "LockPersonality", "SystemCallArchitectures", "RestrictAddressFamilies", "CapabilityBoundingSet"):
+        assert last(unit, key) == last(station, key), key
+    assert last(unit, "PrivateDevices") == "yes" and "DeviceAllow" not in service
+
+
+def test_install_sh_installs_the_gateway_units_and_extra() -> None:
+    text = (REPO / "deploy" / "install.sh").read_text()
+    for name in GATEWAY_UNITS:
+        assert name in text
+    assert "src[gateway]" in text and "--gateway" in text
+    r = subprocess.run(["bash", str(REPO / "deploy" / "install.sh"), "--plan", "--gateway", "--no-engine"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "src[gateway]" in r.stdout and "inspector-gateway.service" in r.stdout, r.stderr
+
+
 def test_the_jetson_drop_in_reaches_the_argus_socket() -> None:
     text = DROP_IN.read_text()
     drop_in = parse_unit(DROP_IN)
@@ -103,7 +145,11 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
                 (units / f"{name}.d").mkdir()
                 shutil.copy(DROP_IN, units / f"{name}.d" / "jetson-devices.conf")
         shutil.copy(units / "inspector@.service", units / "inspector@line-a.service")
-        for name in ("inspector.service", "inspector@line-a.service"):
+        for name in GATEWAY_UNITS:
+            (units / name).write_text((REPO / "systemd" / name).read_text().replace(EXEC, str(fake)))
+        shutil.copy(units / "inspector-gateway@.service", units / "inspector-gateway@line-a.service")
+        for name in ("inspector.service", "inspector@line-a.service", "inspector-gateway.service",
+                     "inspector-gateway@line-a.service"):
             r = subprocess.run(["systemd-analyze", "verify", str(units / name)], capture_output=True, text=True,
                                timeout=60)
             problems = [ln for ln in (r.stdout + r.stderr).splitlines()

@@ -124,9 +124,11 @@ def station_state(status: dict[str, Any] | None) -> StationState:
         return "unknown"
     if status.get("final"):
         return "stopped"
-    if status.get("engine", {}).get("state") == "error" or status.get("engine_error"):
+    engine = status.get("engine")
+    if isinstance(engine, dict) and engine.get("state") == "error":   # docs/protocol.md, status `engine`
         return "engine_error"
-    camera = (status.get("camera") or {}).get("state")
+    camera = status.get("camera")
+    camera = camera.get("state") if isinstance(camera, dict) else None
     if camera in ("connecting", "reconnecting", "failed"):
         return "camera_lost"
     return "running"
@@ -181,6 +183,7 @@ class Hub:
         self.history: History | None = None         # set by the gateway when it has its store
         self._queues: list[asyncio.Queue[Event]] = []
         self.dropped = 0                            # events dropped from slow servers' queues
+        self.preview: tuple[dict[str, Any], bytes] | None = None   # the latest `preview` (header, JPEG)
 
     @property
     def state(self) -> StationState:
@@ -213,6 +216,11 @@ class Hub:
         self._queues.append(q)
         return q
 
+    def unlisten(self, q: asyncio.Queue[Event]) -> None:
+        """Stop feeding a server's queue (a server that stops)."""
+        if q in self._queues:
+            self._queues.remove(q)
+
     def _emit(self, event: Event) -> None:
         for q in self._queues:
             if q.full():
@@ -237,6 +245,17 @@ class Hub:
         self.status = header
         self.connected = True
         self._emit(Event("status", status=header))
+
+    def on_preview(self, header: dict[str, Any], jpeg: bytes) -> None:
+        """The station's latest preview frame (docs/protocol.md, `preview`): kept, the older one dropped;
+        no event (the web page asks for it at its own rate)."""
+        self.preview = (header, jpeg)
+
+    def on_disconnect(self) -> None:
+        """The feed has heard nothing from the station for a while (no status, no result)."""
+        if self.connected:
+            self.connected = False
+            self._emit(Event("status", status=self.status))
 
     def ack(self, channel: str, sequence: int) -> bool:
         """A PLC's acknowledgement through `channel`; emits a handshake event when it advanced."""

@@ -21,6 +21,7 @@ import structlog
 import zmq
 
 from inspector.config import PublishConfig
+from inspector.network.preview import PreviewEncoder
 from inspector.network.sockets import SocketThread
 from inspector.records import Outgoing, Result
 from inspector.stages.encode import SCHEMA_VERSION, build_outgoing
@@ -33,6 +34,7 @@ RESULT_TOPIC = b"result"
 STATUS_TOPIC = b"status"
 END = None
 MAX_BATCH = 256  # results journaled in one commit at most
+PREVIEW_POLL_S = 0.05  # with previews on, an idle publisher looks for one this often
 
 # (header, images) -> None. A hook may raise: it is logged and counted, publishing goes on.
 PublishHook = Callable[[dict[str, Any], list[bytes]], None]
@@ -46,7 +48,7 @@ class Publisher(SocketThread):
                  before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = (),
                  status_sources: Sequence[Callable[[], dict[str, Any]]] = (),
                  abort: threading.Event | None = None, recorder: Recorder | None = None,
-                 curve_secret: str | Path | None = None) -> None:
+                 curve_secret: str | Path | None = None, preview: PreviewEncoder | None = None) -> None:
         super().__init__("publish", ctx, cfg.bind, label=f"publish.bind {cfg.bind}", curve_secret=curve_secret)
         self.cfg = cfg
         self.results = results
@@ -64,6 +66,7 @@ class Publisher(SocketThread):
         self.subscribers = 0  # subscriptions to results seen so far (XPUB)
         self.hook_errors = 0
         self.error: Exception | None = None
+        self.preview = preview if preview is not None and preview.enabled and cfg.bind else None  # `preview` topic
         self._sock: zmq.Socket | None = None
         self._started_wall = time.time()
 
@@ -94,8 +97,10 @@ class Publisher(SocketThread):
             if now >= next_status:
                 self._send_status(final=False)
                 next_status = now + self.cfg.status_interval_s
+            self._send_preview()
+            wait = max(0.0, next_status - time.monotonic())
             try:
-                result = self.results.get(timeout=max(0.0, next_status - time.monotonic()))
+                result = self.results.get(timeout=min(wait, PREVIEW_POLL_S) if self.preview else wait)
             except queue.Empty:
                 if self.abort.is_set():
                     self._send_status(final=True)
@@ -185,6 +190,12 @@ class Publisher(SocketThread):
     def _send_status(self, final: bool) -> None:
         if self._sock is not None:
             self._sock.send_multipart([STATUS_TOPIC, json.dumps(self.status(final)).encode()])
+
+    def _send_preview(self) -> None:
+        """The preview waiting in the encoder's slot, if any: never blocks (PUB drops at its high-water mark)."""
+        msg = self.preview.take() if self.preview is not None and self._sock is not None else None
+        if msg is not None:
+            self._sock.send_multipart(msg, copy=False)  # type: ignore[union-attr]
 
     def _drain_subscriptions(self) -> None:
         if self._sock is None:

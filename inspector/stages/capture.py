@@ -58,6 +58,7 @@ class Capture(threading.Thread):
         self.realtime = realtime and self.kind == "file"  # a live source paces itself
         self.lossless = (self.kind == "file" and not realtime) if lossless is None else lossless
         self.opened = threading.Event()  # set once the source has been opened the first time
+        self.latest: Frame | None = None  # the newest frame read, for the preview topic (network/preview.py)
         self._halt = threading.Event()
         self._next_number = 0
         self._consumer_gone = False
@@ -161,6 +162,7 @@ class Capture(threading.Thread):
             frame = Frame(self._next_number, image, time.monotonic(), time.time())
             self._next_number += 1
             self.stats.frame_captured()
+            self.latest = frame  # one reference, no copy: the preview thread reads it when due
             self._put(frame)
         return got_any
 

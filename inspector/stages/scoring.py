@@ -19,6 +19,7 @@ from engines.base import infer_in_batches
 from inspector.config import EngineConfig
 from inspector.errors import InspectorError
 from inspector.records import Part
+from inspector.stats import Stats
 
 log = structlog.get_logger("inspector.scoring")
 
@@ -58,8 +59,9 @@ def engine_cpu_threads(cfg: EngineConfig) -> int | None:
     return max(1, available_cores() - 1)
 
 
-def score_batch(engine: Engine, parts: list[Part]) -> list[Scored]:
-    """Score every crop of every part, in engine calls of at most engine.max_batch crops."""
+def score_batch(engine: Engine, parts: list[Part], stats: Stats | None = None) -> list[Scored]:
+    """Score every crop of every part, in engine calls of at most engine.max_batch crops; each call's
+    outcome goes to `stats` (the status topic's `engine` object)."""
     out = [Scored(p, error=p.error) for p in parts]
     todo = [s for s in out if s.error is None]
     crops = [c for s in todo for c in s.part.crops]
@@ -72,7 +74,11 @@ def score_batch(engine: Engine, parts: list[Part]) -> list[Scored]:
         log.error("scoring failed", error=message, parts=len(todo))
         for s in todo:
             s.error = message
+        if stats is not None:
+            stats.engine_call(message)
         return out
+    if stats is not None:
+        stats.engine_call(None)
     i = 0
     for s in todo:
         n = len(s.part.crops)

@@ -15,43 +15,12 @@ from typing import Any, TextIO
 import zmq
 
 from inspector.network.backfill import BackfillError, iter_backfill
+from inspector.network.clone import GapDetector, images_in_order
 from inspector.network.publisher import RESULT_TOPIC, STATUS_TOPIC
 from inspector.network.security import apply_client_curve
 
 _EXT = {"png": "png", "jpeg": "jpg"}
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")  # part ids come from PLCs: never let one name a path
-
-
-class GapDetector:
-    """Tracks the result sequence: a jump forward is a gap of lost results. Sequence numbers continue
-    across daemon restarts (the journal), so a new run_id is not a reset: keep checking last + 1."""
-
-    def __init__(self, last: int | None = None) -> None:
-        self.last = last  # the newest sequence seen (None before the first)
-        self.gaps = 0
-        self.lost = 0
-
-    @property
-    def expected(self) -> int | None:
-        return None if self.last is None else self.last + 1
-
-    def missing(self, seq: int) -> range:
-        """The sequence numbers skipped just before `seq` (empty if none)."""
-        return range(self.last + 1, seq) if self.last is not None else range(0)
-
-    def see(self, header: dict[str, Any]) -> int:
-        """Record a result; the number of results lost just before it (0 if none)."""
-        seq = int(header["sequence"])
-        lost = len(self.missing(seq))
-        if lost:
-            self.gaps += 1
-            self.lost += lost
-        self.last = seq if self.last is None else max(self.last, seq)
-        return lost
-
-    def duplicate(self, header: dict[str, Any]) -> bool:
-        """Already seen (a live message that a backfill delivered first)."""
-        return self.last is not None and int(header["sequence"]) <= self.last
 
 
 def format_result(h: dict[str, Any]) -> str:
@@ -136,7 +105,7 @@ def listen(endpoint: str, *, count: int | None = None, save: Path | None = None,
                 lost = gaps.see(r.header)
                 if lost:
                     printer.line(f"GAP: {lost} result(s) lost before #{seq} (no longer in the journal)")
-                printer.result(r.header, _images_in_order(r.header, r.images), via="backfill")
+                printer.result(r.header, images_in_order(r.header, r.images), via="backfill")
                 n += 1
         except BackfillError as e:
             printer.line(f"backfill failed: {e}")
@@ -181,14 +150,3 @@ def listen(endpoint: str, *, count: int | None = None, save: Path | None = None,
         printer.line(json.dumps({"summary": summary, "received": received, "gaps": gaps.gaps, "lost": gaps.lost,
                                  "recovered": recovered}) if as_json else summary)
     return 0
-
-
-def _images_in_order(header: dict[str, Any], by_key: dict[str, bytes]) -> list[bytes]:
-    """Backfilled images {"roi/kind": bytes} in the order of the header's `images` (those still stored)."""
-    out = []
-    for desc in header.get("images") or []:
-        data = by_key.get(f"{desc['roi']}/{desc['kind']}")
-        if data is None:
-            return []  # not all stored (send/store kinds differ, or the quota deleted some): save none
-        out.append(data)
-    return out
