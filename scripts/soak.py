@@ -309,7 +309,7 @@ def observe(config: Path, work: Path, *, sample_s: float, minutes: float | None,
             if keep_headers:
                 o.headers.append({"frame": header["frame"], "verdict": header["verdict"],
                                   "rois": [{"score": r["score"], "threshold": r["threshold"]} for r in header["rois"]]})
-        else:
+        elif topic == b"status":  # not the `preview` topic
             o.status = header
 
     log_path, err_path = work / "daemon.log", work / "daemon.err"
