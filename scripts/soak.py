@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from common.ground_truth import TruthPart, read_ground_truth  # noqa: E402
+from synth.video import count_frames  # noqa: E402
 
 BUILTIN_QUOTA = 2_000_000
 TINY = "the tests' tiny graph (score = mean pixel)"
@@ -381,17 +382,6 @@ def format_row(s: dict[str, Any]) -> str:
             f"{num(s['latency_p50_ms'], '7.1f'):>7} {num(s['latency_p99_ms'], '7.1f'):>7}")
 
 
-def video_frames(path: Path) -> int:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.isOpened() and cap.grab():
-        n += 1
-    cap.release()
-    return n
-
-
 # -- the soak -------------------------------------------------------------------------------------------------
 
 def soak(frames: int | None = 50_000, fps: float | None = 600.0, sample_s: float = 0.5, out: Path | None = None,
@@ -470,7 +460,7 @@ def soak(frames: int | None = 50_000, fps: float | None = 600.0, sample_s: float
         "stderr_tail": o.stderr_tail,
     }
     if ground_truth is not None and video is not None:
-        truth, n = read_ground_truth(ground_truth), video_frames(video)
+        truth, n = read_ground_truth(ground_truth), count_frames(video)
         loops = evaluate_loops(o.headers, truth, n, (status.get("frames_captured") or 0) // n)
         accs = [x["accuracy"] for x in loops if x["accuracy"] is not None]
         summary["ground_truth"] = {"video_frames": n, "complete_loops": len(loops),

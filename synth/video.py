@@ -113,7 +113,8 @@ def _frames(passages: list[Passage], n_frames: int, light: Lighting, seed: int, 
         yield line.finish(apply_camera(frame, light, size, noise))
 
 
-def _count_frames(path: Path) -> int:
+def count_frames(path: Path) -> int:
+    """Frames OpenCV can read from a video file (grabbed one by one: container headers may lie)."""
     cap = cv2.VideoCapture(str(path))
     n = 0
     while cap.isOpened() and cap.grab():
@@ -153,7 +154,7 @@ def write_video(path: Path, *, seed: int, size: int, parts: int,
             writer.write(frame)
     finally:
         writer.release()
-    got = _count_frames(path)
+    got = count_frames(path)
     if got != n_frames:
         raise DataError(f"{path} reads back {got} frames instead of {n_frames}; try the other suffix (.mp4 or .avi)")
     csv_path, toml_path = path.with_suffix(".csv"), path.with_suffix(".toml")

@@ -311,6 +311,6 @@ def test_video_writer_that_cannot_open(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_video_that_reads_back_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("synth.video._count_frames", lambda path: 3)
+    monkeypatch.setattr("synth.video.count_frames", lambda path: 3)
     with pytest.raises(DataError, match=r"v\.avi reads back 3 frames instead of \d+; try the other suffix"):
         synthesize(tmp_path / "d", size=32, n_train=1, n_test=1, video=tmp_path / "v.avi", parts=1)

@@ -7,9 +7,9 @@ the servers' libraries: `inspector check-config` validates it on a box without t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -38,6 +38,15 @@ def check_mqtt_topic(value: str, what: str, *, one_level: bool = False) -> str:
     return value
 
 
+def _host_port_or_empty(value: str) -> str:
+    if value:
+        split_host_port(value, "the address")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port_or_empty)]   # "HOST:PORT", or "" for off
+
+
 class OpcUaConfig(_Section):
     endpoint: str = "opc.tcp://127.0.0.1:4840/inspector"   # "" = no OPC UA server
     namespace: str = "urn:bigan-inspect:station"
@@ -59,34 +68,20 @@ class OpcUaConfig(_Section):
 
 
 class ModbusConfig(_Section):
-    bind: str = "127.0.0.1:5020"     # "" = no Modbus server; Modbus has no security: keep it on localhost or a cell VLAN
+    bind: HostPort = "127.0.0.1:5020"     # "" = no Modbus server; Modbus has no security: keep it on localhost or a cell VLAN
     unit_id: int = Field(1, ge=0, le=247)
     reject_pulse_ms: int = Field(500, ge=10, le=60_000)   # how long the reject coil stays on after a failed part
     heartbeat_s: float = Field(1.0, gt=0, le=60)         # the heartbeat register counts up this often
 
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, v: str) -> str:
-        if v:
-            split_host_port(v, "gateway.modbus.bind")
-        return v
-
 
 class HttpConfig(_Section):
-    bind: str = "127.0.0.1:8080"     # "" = no web page and no /metrics
+    bind: HostPort = "127.0.0.1:8080"     # "" = no web page and no /metrics
     users: dict[str, str] = Field(default_factory=dict)   # user -> password hash: who may log in
     preview_fps: float = Field(2.0, gt=0, le=30)          # live view refresh the page asks for
 
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, v: str) -> str:
-        if v:
-            split_host_port(v, "gateway.http.bind")
-        return v
-
 
 class MqttConfig(_Section):
-    broker: str = ""                 # "HOST:PORT" of the plant's broker; "" = no MQTT
+    broker: HostPort = ""                 # "HOST:PORT" of the plant's broker; "" = no MQTT
     topic_prefix: str = "inspector"  # topics: PREFIX/STATION/result, PREFIX/STATION/status, PREFIX/STATION/gateway
     client_id: str = ""              # "" = inspector-gateway-STATION
     username: str = ""
@@ -96,13 +91,6 @@ class MqttConfig(_Section):
     qos: Literal[0, 1, 2] = 1
     keepalive_s: int = Field(30, ge=5, le=3600)
     queue_limit: int = Field(50_000, ge=10, le=10_000_000)   # results held while the broker is away (oldest dropped)
-
-    @field_validator("broker")
-    @classmethod
-    def _broker(cls, v: str) -> str:
-        if v:
-            split_host_port(v, "gateway.mqtt.broker")
-        return v
 
     @field_validator("topic_prefix")
     @classmethod
