@@ -1,5 +1,6 @@
 """`inspector` command line: run (the daemon), replay (a recorded video), collect (training crops from a
-video or camera), listen (a subscriber), history (the journal), keygen (CURVE keys), check-config,
+video or camera), listen (a subscriber), history (the journal), label and dataset (operator review into
+training data), keygen (CURVE keys), check-config,
 gateway (OPC UA / Modbus / web / MQTT for the plant) and gateway-passwd (its users' password hashes).
 
 Arguments become typed options (dataclasses) here; the commands never see the argparse Namespace.
@@ -94,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--config", type=Path, default=None,
                    help=f"read state.dir from this TOML file (e.g. {DEFAULT_CONFIG}) instead of --journal")
 
+    la = sub.add_parser("label", help="record an operator's judgement of journaled parts (good or a defect)",
+                        description="Label journaled parts in the station's journal, all in one transaction: "
+                                    "a bad sequence or label writes nothing. A later label replaces an earlier one.")
+    la.add_argument("sequences", nargs="+", metavar="SEQ", help="sequence numbers (inspector history)")
+    la.add_argument("--as", dest="label", required=True, metavar="good|DEFECT",
+                    help="good, or a defect name (letters, digits, _ -, at most 32)")
+    la.add_argument("--by", default=None, metavar="NAME", help="who judged them")
+    la.add_argument("--note", default=None, metavar="TEXT")
+    _state_args(la)
+
+    ds = sub.add_parser("dataset", help="labelled parts' stored crops as an MVTec-layout data set (trainer fit)",
+                        description="train/good: 80 % of the parts labelled good; test/good: the other 20 % "
+                                    "(sequence a multiple of 5); test/<defect>: every part labelled with a defect.")
+    ds.add_argument("--out", type=Path, required=True, metavar="DIR")
+    ds.add_argument("--since", type=_non_negative, default=None, metavar="SEQ", help="only parts after SEQ")
+    ds.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    _state_args(ds)
+
     c = sub.add_parser("check-config", help="print the effective configuration or every invalid field")
     c.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG)
 
@@ -123,6 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a host name or IP address clients use (repeat; default: this machine's name)")
     gc.add_argument("--days", type=int, default=730, help="validity (default: %(default)s)")
     return p
+
+
+def _state_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--state", type=Path, default=None, metavar="DIR",
+                       help=f"the station's state folder (journal.db, images/; default {DEFAULT_JOURNAL.parent})")
+    where.add_argument("--config", type=Path, default=None, help="take state.dir from this TOML file")
+
+
+def _state_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(journal.db, images/) of --state DIR, of --config FILE's state.dir, or of the default state folder."""
+    if args.config is not None:
+        from inspector.config import load_config
+
+        state = load_config(args.config).state
+        return state.journal_file, state.images_dir
+    folder = args.state if args.state is not None else DEFAULT_JOURNAL.parent
+    return folder / "journal.db", folder / "images"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +195,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _keygen(args.directory, args.name, args.force)
     if args.command == "history":
         return run_history(history_options(args))
+    if args.command == "label":
+        from inspector.state.labels import LabelOptions, run_label
+
+        journal, _ = _state_paths(args)
+        return run_label(LabelOptions(journal, tuple(args.sequences), args.label, args.by, args.note))
+    if args.command == "dataset":
+        from inspector.tools.dataset import DatasetOptions, run_dataset
+
+        journal, images = _state_paths(args)
+        return run_dataset(DatasetOptions(journal, images, args.out, args.since, args.force))
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "gateway":

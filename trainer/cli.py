@@ -53,6 +53,8 @@ def _build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="auto, cpu or cuda")
     f.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    f.add_argument("--init", type=Path, default=None, metavar="OLD_RUN",
+                   help="fine-tune: start from OLD_RUN's model.pt weights and options (e.g. with fewer --epochs)")
     f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any training option, e.g. --set alpha=0.9 --set loss=bce")
 
@@ -112,7 +114,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             data_dir=args.data_dir, out=args.out, variant=args.model, epochs=args.epochs,
             image_size=args.image_size, channels=args.channels, mnist_digit=args.mnist_digit,
             batch_size=args.batch_size, z_dim=args.z_dim, seed=args.seed, device=args.device,
-            resume=args.resume, sets=tuple(args.set),
+            resume=args.resume, sets=tuple(args.set), init=args.init,
         ))
         return 0
     if args.command == "evaluate":

@@ -33,6 +33,7 @@ from trainer.augment import random_shift
 from trainer.config import Config, build_config, with_mnist_defaults
 from trainer.detector import attach_score_stats, fit_score_stats, shipped_threshold
 from trainer.distributed import barrier, ddp_wrapper, init_distributed, is_main_process, shutdown
+from trainer.init_from import FineTune, init_config
 from trainer.models import build_networks, init_weights
 from trainer.resume import Progress, load_progress, save_progress, stored_config
 from trainer.steps import make_step
@@ -161,8 +162,9 @@ def _epoch_line(rec: dict[str, Any], epochs: int, best: bool) -> str:
 
 def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume: bool = False,
                run_info: dict[str, Any] | None = None, on_epoch: EpochHook | None = None,
-               verbose: bool = True) -> FitResult:
-    """Train on uint8 N×H×W×C normal images; with `out`, write last.pt, log.jsonl, samples/, model.pt."""
+               verbose: bool = True, init: Callable[[dict[str, nn.Module]], None] | None = None) -> FitResult:
+    """Train on uint8 N×H×W×C normal images; with `out`, write last.pt, log.jsonl, samples/, model.pt.
+    `init` loads starting weights into the freshly initialised networks (`--init`, trainer/init_from.py)."""
     t = cfg.train
     info, device = init_distributed(t.device)
     train_idx, val_idx = split_validation(len(images), t.val_fraction, t.seed)
@@ -173,6 +175,9 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
     attach_score_stats(cfg, nets)
     for n in nets.values():
         init_weights(n)
+    if init is not None:
+        init(nets)
+    for n in nets.values():
         n.to(device).train()
     step = make_step(cfg, nets, ddp_wrapper(info))
     average = WeightAverage(nets, t.ema) if t.ema > 0 else None
@@ -277,6 +282,7 @@ class FitOptions:
     device: str = "auto"
     resume: bool = False
     sets: tuple[str, ...] = ()         # --set KEY=VALUE items
+    init: Path | None = None           # --init OLD_RUN: fine-tune from its model.pt (trainer/init_from.py)
 
     def config(self) -> Config:
         """The run's config: the stored one when resuming (epochs may be raised), else built from the options."""
@@ -288,6 +294,17 @@ class FitOptions:
         overrides = {"image_size": self.image_size, "z_dim": self.z_dim, "batch_size": self.batch_size,
                      "epochs": self.epochs, "seed": self.seed, "device": self.device, "channels": self.channels}
         return build_config(self.variant, with_mnist_defaults(overrides, self.mnist_digit is not None), list(self.sets))
+
+
+def fine_tune(opts: FitOptions) -> FineTune:
+    """--init OLD_RUN: its networks' config and weights, this run's training options over its own."""
+    if opts.resume:
+        raise UserError("--init starts a new run from another run's weights; --resume continues this one: "
+                        "pass one of them")
+    overrides = {"epochs": opts.epochs, "batch_size": opts.batch_size, "seed": opts.seed, "device": opts.device}
+    shape = {"variant": opts.variant if opts.variant != "ours-proj" else None, "image_size": opts.image_size,
+             "z_dim": opts.z_dim, "channels": opts.channels}
+    return FineTune(opts.init, *init_config(opts.init, overrides, shape, opts.sets))
 
 
 def check_run_dir(out: Path) -> None:
@@ -317,19 +334,28 @@ def run_fit(opts: FitOptions) -> FitResult:
     if opts.epochs is not None and opts.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {opts.epochs}")
     check_run_dir(opts.out)
-    cfg = opts.config()
+    init = fine_tune(opts) if opts.init is not None else None
+    cfg = init.cfg if init is not None else opts.config()
     if not opts.data_dir.exists():
         raise UserError(f"data folder {opts.data_dir} does not exist; pass the folder of training images "
                         "(MVTec layout, a folder of good images, or MNIST IDX files)")
     data = load_split(opts.data_dir, "train", cfg.model.image_size, opts.channels, opts.mnist_digit)
+    if init is not None:
+        init.check(opts.data_dir, data)
     cfg.model.channels = int(data.images.shape[3])
     run_info = {"data_dir": str(opts.data_dir.resolve()), "mnist_digit": opts.mnist_digit,
                 "channels_arg": opts.channels, "n_train_images": len(data.images)}
+    if init is not None:
+        run_info["init_from"] = init.record
     t0 = time.time()
-    result = fit_arrays(data.images, cfg, opts.out, resume=opts.resume, run_info=run_info)
+    result = fit_arrays(data.images, cfg, opts.out, resume=opts.resume, run_info=run_info,
+                        on_epoch=init.log_first_epoch if init is not None else None,
+                        init=init.load if init is not None else None)
     if is_main_process():
         payload = checkpoint.load(opts.out / "model.pt")
         payload["run"]["val_names"] = [data.names[i] for i in result.val_indices]
+        if init is not None:
+            payload["metrics"]["init_from"] = init.record
         checkpoint.save(opts.out / "model.pt", payload)
         why = "lowest held-out reconstruction error" if cfg.train.select == "val" and "E" in result.nets else "last"
         print(f"trained {cfg.model.variant} for {cfg.train.epochs} epochs in {time.time() - t0:.0f}s; "
