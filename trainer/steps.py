@@ -88,8 +88,8 @@ class Step:
 class Simulation:
     """A step's simulated anomalies: `corrupt(x)` -> (input, masks); `judge(input, x_hat, masks)` trains J
     (when the networks have one) on the reconstruction E/G just made, detached: J's loss does not reach E/G.
-    With judge_end_to_end, `joint_loss` gives J's loss on the live reconstruction instead, which the step adds
-    to E/G's loss and updates J with (DRAEM's one network)."""
+    With judge_end_to_end, `update_eg` adds J's loss on the live reconstruction to E/G's loss and steps J with
+    E/G (DRAEM's one network); otherwise it is E/G's update alone."""
 
     def __init__(self, step: Step, nets: dict[str, nn.Module], wrap: Wrap) -> None:
         self.fraction = step.cfg.train.simulate
@@ -99,13 +99,18 @@ class Simulation:
         if self.j is not None:
             step._adam("J", list(nets["J"].parameters()))
 
-    def joint_loss(self, x_in: torch.Tensor, x_hat: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor | None:
-        """J's focal loss on (x_in, x_hat) with x_hat live (end to end), or None when J learns on its own.
-        Summed over each image's pixels (a per-sample sum like the consistency loss it joins, so that it is
-        not drowned by it); Adam makes J's own update indifferent to that scale."""
+    def update_eg(self, loss_eg: torch.Tensor, x_in: torch.Tensor, x_hat: torch.Tensor,
+                  masks: torch.Tensor | None) -> dict[str, float]:
+        """E/G's update on `loss_eg`. End to end, J's focal loss on (x_in, x_hat) with x_hat live joins it,
+        summed over each image's pixels (a per-sample sum like the consistency loss, so that it is not drowned
+        by it; Adam makes J's own update indifferent to that scale), and J steps with E/G: {"loss_j": …}.
+        Otherwise E/G alone: {}."""
         if not self.end_to_end or masks is None:
-            return None
-        return focal_loss(self.j(x_in, x_hat), masks) * masks[0].numel()
+            self.step._update("EG", loss_eg)
+            return {}
+        loss_j = focal_loss(self.j(x_in, x_hat), masks) * masks[0].numel()
+        self.step._update("EG", loss_eg + loss_j, "J")
+        return {"loss_j": loss_j.item()}
 
     def corrupt(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(what E/G get, the masks or None, what J judges): the corrupted batch twice, or with
@@ -155,12 +160,7 @@ class BiGANStep(Step):
             adv = eg_adv_loss(real_eg, fake_eg, t.loss)
             cons = consistency_loss(x, x_hat, z, z_tilde, t.latent_weight)
             loss_eg = t.alpha * cons + (1.0 - t.alpha) * adv
-            loss_j = self.simulation.joint_loss(x_in, x_hat, masks)
-            if loss_j is None:
-                self._update("EG", loss_eg)
-            else:
-                self._update("EG", loss_eg + loss_j, "J")
-        joint = {} if loss_j is None else {"loss_j": loss_j.item()}
+            joint = self.simulation.update_eg(loss_eg, x_in, x_hat, masks)
         return {**joint, "loss_d": loss_d.item(), "loss_eg": loss_eg.item(), "cons": cons.item(), "adv": adv.item(),
                 "recon": (x - x_hat).abs().mean().item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
                 "d_real": real.mean().item(), "d_fake": fake.mean().item(),
@@ -180,12 +180,7 @@ class AEStep(Step):
         x_in, masks, x_judged = self.simulation.corrupt(x)
         z_hat, x_hat = self.eg(x_in, None)
         recon = (x - x_hat).abs().mean()
-        loss_j = self.simulation.joint_loss(x_in, x_hat, masks)
-        if loss_j is None:
-            self._update("EG", recon)
-        else:
-            self._update("EG", recon + loss_j, "J")
-        joint = {} if loss_j is None else {"loss_j": loss_j.item()}
+        joint = self.simulation.update_eg(recon, x_in, x_hat, masks)
         return {**joint, "loss_eg": recon.item(), "recon": recon.item(), "z_norm": z_hat.detach().norm(dim=1).mean().item(),
                 **self.simulation.judge(x_judged, x_hat if x_judged is x_in else None, masks)}
 
