@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import inspect
 import os
 import signal
 import socket
@@ -294,11 +293,7 @@ def _call(function: Callable[..., Any], server: Server, gw: GatewayConfig, hub: 
         args = (hub, section, trigger, ready)
     else:
         args = (hub, section, ready, station_id)
-    kwargs: dict[str, Any] = {}
-    if server.plc:
-        params = inspect.signature(function).parameters
-        if "acked" in params and "persist" in params:
-            kwargs = {"acked": store.acked(server.key), "persist": store.set_acked}
+    kwargs = {"acked": store.acked(server.key), "persist": store.set_acked} if server.plc else {}
     return function(*args, **kwargs)
 
 
