@@ -23,6 +23,7 @@ import zmq
 from engines import Engine
 from inspector.config import InspectorConfig
 from inspector.errors import InspectorError
+from inspector.models.active import LoadedModel, ModelSet
 from inspector.network.preview import PreviewEncoder
 from inspector.network.publisher import Publisher, PublishHook
 from inspector.network.trigger_input import ExternalTriggerReceiver
@@ -30,9 +31,8 @@ from inspector.notify import Notifier
 from inspector.records import Part
 from inspector.stages.batcher import Batcher
 from inspector.stages.capture import END
-from inspector.stages.decide import decide, resolve_thresholds
+from inspector.stages.decide import resolve_thresholds, score_and_decide
 from inspector.stages.frontend import Cut, FrontEnd
-from inspector.stages.scoring import score_batch
 from inspector.state.recorder import Recorder
 from inspector.stats import Stats
 
@@ -65,6 +65,8 @@ class Pipeline:
         self.model_id = engine.manifest.model_id
         roi_names = [r.name for r in cfg.rois] or ["center"]
         self.thresholds = resolve_thresholds(roi_names, cfg.decision, engine.manifest.threshold)
+        self.models = ModelSet(LoadedModel(engine, self.model_id, self.thresholds, Path(str(cfg.engine.path or "")),
+                                           engine.manifest))
         self.ctx = context or zmq.Context()  # with CURVE: the context the authenticator was started on
         self.services = list(services)  # e.g. the backfill server: started after the binds, stopped first
         self.parts: queue.Queue = queue.Queue(cfg.engine.queue_parts)
@@ -227,8 +229,8 @@ class Pipeline:
                                          size=lambda p: max(1, len(p.crops)))
         try:
             while batch := batcher.next_batch():
-                for scored in score_batch(self.engine, batch, stats=self.stats):
-                    self._put(self.results, decide(scored, self.thresholds, self.model_id))
+                for result in score_and_decide(self.models, batch, stats=self.stats):
+                    self._put(self.results, result)
         finally:
             self._put(self.results, END)
 

@@ -9,8 +9,10 @@ import math
 
 from inspector.config import DecisionConfig
 from inspector.errors import InspectorError
-from inspector.records import Result, RoiResult, Verdict
-from inspector.stages.scoring import Scored
+from inspector.models.active import ModelSet
+from inspector.records import Part, Result, RoiResult, Verdict
+from inspector.stages.scoring import Scored, score_batch
+from inspector.stats import Stats
 
 
 def resolve_thresholds(roi_names: list[str], cfg: DecisionConfig, manifest_threshold: float | None) -> dict[str, float]:
@@ -48,3 +50,10 @@ def decide(scored: Scored, thresholds: dict[str, float], model_id: str) -> Resul
         return Result(part, "error", rois, model_id, error=error)
     verdict: Verdict = "fail" if any(r.verdict == "fail" for r in rois) else "pass"
     return Result(part, verdict, rois, model_id)
+
+
+def score_and_decide(models: ModelSet, parts: list[Part], stats: Stats | None = None) -> list[Result]:
+    """One batch through the production model (and the shadow, when there is one): each part's Result."""
+    production = models.production
+    return [decide(s, production.thresholds, production.model_id)
+            for s in score_batch(production.engine, parts, stats=stats)]
