@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +62,10 @@ class Manifest(BaseModel):
     producer: dict[str, str] = Field(default_factory=dict)
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     tensorrt: TensorRTInfo | None = None
+    # The held-out normal images' scores, sorted, 6 significant digits (`trainer fit`/`evaluate` -> export):
+    # the reference the daemon's drift watch compares production scores with (inspector/drift.py).
+    # Empty: a model exported before this field (or trained without held-out images): no drift reference.
+    normal_scores: list[float] = Field(default_factory=list)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -80,6 +85,12 @@ def io_specs(size: int, channels: int) -> tuple[list[TensorSpec], list[TensorSpe
                TensorSpec(name="reconstruction", shape=[-1, size, size, channels], dtype="uint8"),
                TensorSpec(name="anomaly_map", shape=[-1, size, size], dtype="float32")]
     return inputs, outputs
+
+
+def reference_scores(scores: Any) -> list[float]:
+    """Scores as the manifest's `normal_scores` holds them: the finite ones, sorted, 6 significant digits."""
+    values = sorted(float(v) for v in scores if math.isfinite(float(v)))
+    return [float(f"{v:.6g}") for v in values]
 
 
 def model_id_for(variant: str, onnx_sha256: str) -> str:

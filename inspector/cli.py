@@ -1,6 +1,7 @@
 """`inspector` command line: run (the daemon), replay (a recorded video), collect (training crops from a
 video or camera), listen (a subscriber), history (the journal), label and dataset (operator review into
-training data), keygen (CURVE keys), check-config,
+training data), reload and promote (swap the running daemon's model), compare (a shadow model against
+production), keygen (CURVE keys), check-config,
 gateway (OPC UA / Modbus / web / MQTT for the plant) and gateway-passwd (its users' password hashes).
 
 Arguments become typed options (dataclasses) here; the commands never see the argparse Namespace.
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--backfill", default=None, metavar="ENDPOINT", help="with --state: serve backfill requests")
     v.add_argument("--frames", type=int, default=None, metavar="N",
                    help="loop the video until N frames were read (soak tests)")
+    v.add_argument("--shadow", type=Path, default=None, metavar="MODEL",
+                   help="a candidate model scoring the same crops ([shadow] model): shadow topic and journal only")
 
     co = sub.add_parser("collect", help="training images as the station sees them: triggered crops as PNG files")
     co.add_argument("source", help="a recorded video of good parts, a camera index or a stream URL")
@@ -113,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     _state_args(ds)
 
+    cm = sub.add_parser("compare", help="shadow model against production: agreement, disagreements, scores",
+                        description="Over the journaled parts that have a shadow verdict ([shadow] model): the "
+                                    "2x2 agreement table, the parts where the models disagree, both score "
+                                    "distributions against their thresholds, and which model operator labels "
+                                    "side with. Exit 2 when there are no shadow results.")
+    cm_where = cm.add_mutually_exclusive_group()
+    cm_where.add_argument("--journal", type=Path, default=None,
+                          help=f"journal file (default: {DEFAULT_JOURNAL}); images from images/ beside it")
+    cm_where.add_argument("--config", type=Path, default=None, help="take state.dir from this TOML file")
+    cm.add_argument("--since", type=_non_negative, default=None, metavar="SEQ", help="only parts after SEQ")
+    cm.add_argument("--out", type=Path, default=None, metavar="DIR",
+                    help="copy the disagreeing parts' stored images here, with index.csv (and a histogram PNG "
+                         "when matplotlib is installed)")
+    cm.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the report as JSON")
+
+    _reload_parsers(sub)
+
     c = sub.add_parser("check-config", help="print the effective configuration or every invalid field")
     c.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG)
 
@@ -144,6 +164,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _reload_parsers(sub: argparse._SubParsersAction) -> None:
+    """`reload` and `promote`: the running daemon's control socket (docs/lifecycle.md "Reload (hot swap)")."""
+    rl = sub.add_parser("reload", help="load another model into the running daemon, swapped in between two batches",
+                        description="Ask the running daemon to load a model beside the running one (checked, warmed "
+                                    "up, tried on the newest journaled crops) and swap it in without stopping the "
+                                    "line. Exit 0 swapped, 1 refused (the running model keeps deciding), 2 bad "
+                                    "input or daemon unreachable.")
+    rl.add_argument("--path", type=Path, default=None, metavar="MODEL",
+                    help="MODEL.onnx or MODEL.engine on the station (default: the configuration's [engine] path, "
+                         "read again)")
+    pr = sub.add_parser("promote", help="make the shadow model the production model (reload with [shadow] model)",
+                        description="Reload with the configured [shadow] model (else the running shadow's); the "
+                                    "shadow slot is empty afterwards. Exit codes as reload.")
+    for parser in (rl, pr):
+        parser.add_argument("--config", type=Path, default=None,
+                            help=f"the daemon's TOML file: [control] bind, [security] (default {DEFAULT_CONFIG} "
+                                 "when it exists)")
+        parser.add_argument("--endpoint", default=None, metavar="EP", help="the control endpoint (default: [control] bind)")
+        parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                            help="wait at most S seconds for the outcome (default: [control] reply_timeout_s)")
+        parser.add_argument("--key", type=Path, default=None, metavar="SECRET",
+                            help="CURVE: this client's .key_secret (default with [security] on: the station's pair)")
+        parser.add_argument("--server-key", type=Path, default=None, metavar="PUBLIC", help="CURVE: the station's .key")
+
+
 def _state_args(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--state", type=Path, default=None, metavar="DIR",
@@ -160,6 +205,17 @@ def _state_paths(args: argparse.Namespace) -> tuple[Path, Path]:
         return state.journal_file, state.images_dir
     folder = args.state if args.state is not None else DEFAULT_JOURNAL.parent
     return folder / "journal.db", folder / "images"
+
+
+def _compare_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(journal.db, images/) for `compare`: --config FILE's state.dir, or --journal FILE and images/ beside it."""
+    if args.config is not None:
+        from inspector.config import load_config
+
+        state = load_config(args.config).state
+        return state.journal_file, state.images_dir
+    journal = args.journal if args.journal is not None else DEFAULT_JOURNAL
+    return journal, journal.parent / "images"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +236,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_replay(ReplayOptions(args.video, args.model, args.config, args.realtime, args.ground_truth,
                                         args.publish, args.json, state=args.state, backfill=args.backfill,
-                                        frames=args.frames))
+                                        frames=args.frames, shadow=args.shadow))
     if args.command == "listen":
         from inspector.tools.listen import listen
 
@@ -205,6 +261,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         journal, images = _state_paths(args)
         return run_dataset(DatasetOptions(journal, images, args.out, args.since, args.force))
+    if args.command == "compare":
+        from inspector.tools.compare import CompareOptions, run_compare
+
+        journal, images = _compare_paths(args)
+        return run_compare(CompareOptions(journal, images, args.since, args.out, args.json))
+    if args.command in ("reload", "promote"):
+        from inspector.tools.reload import ReloadOptions, run_reload
+
+        return run_reload(ReloadOptions(args.command, getattr(args, "path", None), args.config, args.endpoint,
+                                        args.timeout, args.key, args.server_key))
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "gateway":
@@ -243,6 +309,9 @@ def _check_config(path: Path) -> int:
         raise InspectorError(f"{path}: " + "; ".join(problems))
     if cfg.engine.path is not None and not cfg.engine.path.exists():
         raise InspectorError(f"{path}: engine.path {cfg.engine.path} does not exist (build it with `engines build`)")
+    if cfg.shadow.model is not None and not cfg.shadow.model.exists():
+        raise InspectorError(f"{path}: [shadow] model {cfg.shadow.model} does not exist; fix the path, or remove "
+                             "`model` from [shadow] to run without a shadow")
     print(f"# effective configuration: {path} + INSPECTOR_* environment + defaults")
     print(effective_toml(cfg), end="")
     if cfg.engine.path is None:
@@ -281,7 +350,8 @@ def _run(config: Path) -> int:
     setup_logging(cfg.logging.level, cfg.logging.format, cfg.station_id)
     notifier = Notifier()
     try:
-        code, _ = run_station(cfg, realtime=True, notifier=notifier)  # a file plays like a camera
+        code, _ = run_station(cfg, realtime=True, notifier=notifier,  # a file plays like a camera
+                              read_config=lambda: load_config(config))  # SIGHUP: the same file and environment
     finally:
         notifier.close()
     return code

@@ -138,6 +138,9 @@ class StateConfig(_Section):
     retention_rows: int = Field(1_000_000, ge=1)  # ... and beyond the newest this many
     image_quota_bytes: int = Field(2 * 1024**3, ge=0)  # images of failed parts, oldest deleted first
     store_images: list[ImageKind] = ["input", "reconstruction", "heatmap"]  # kinds kept per failed ROI; [] = none
+    # the input crop of one passed part in this many (by sequence number) is kept too: confirmed-good parts for
+    # `inspector dataset` and a reload's agreement check; 0 = never. Needs the store on (store_images not [])
+    store_passed_every: int = Field(20, ge=0)
 
     @property
     def journal_file(self) -> Path:
@@ -146,6 +149,42 @@ class StateConfig(_Section):
     @property
     def images_dir(self) -> Path:
         return self.dir / "images"
+
+
+class ShadowConfig(_Section):
+    model: Path | None = None  # a candidate MODEL.onnx/.engine scoring the same crops; its verdicts never reach the PLC
+
+
+class DriftConfig(_Section):
+    """The drift watch (inspector/drift.py, docs/lifecycle.md "Drift watch"): recent parts' scores against
+    the held-out normal scores the model shipped with (manifest normal_scores)."""
+
+    enabled: bool = True  # off: the status topic's drift object says "off"
+    window: int = Field(200, ge=10, le=10_000)  # the most recent parts compared (every ROI's crop score)
+    min_parts: int = Field(50, ge=5)  # parts since the model started before a state other than "unknown"
+    warn_shift: float = Field(1.0, gt=0, allow_inf_nan=False)  # warning when the median moved this many normal spreads (clears below 0.75x)
+    max_fail_rate: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)  # also warn when more of the window's parts fail (0 = off)
+
+    @model_validator(mode="after")
+    def _min_parts_fit_window(self) -> DriftConfig:
+        if self.min_parts > self.window:
+            raise ValueError(f"min_parts ({self.min_parts}) must be <= window ({self.window})")
+        return self
+
+
+class ControlConfig(_Section):
+    """The control socket (inspector/models/control.py, docs/protocol.md "Control"): reload or promote a model
+    without stopping the line. SIGHUP (`systemctl reload`) reloads [engine] path whatever this says."""
+
+    bind: str | None = "tcp://127.0.0.1:5559"  # ZeroMQ REQ/REP endpoint (CURVE as the others); empty = off
+    agreement_parts: int = Field(200, ge=0)  # newest journaled parts with stored crops a new model is tried on
+    reply_timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False)  # a reload's reply waits this long at most
+    swap_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)  # the batch in flight must end within this
+
+    @field_validator("bind")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
 
 
 class SecurityConfig(_Section):
@@ -174,6 +213,9 @@ class InspectorConfig(BaseSettings):
     publish: PublishConfig = PublishConfig()
     state: StateConfig = StateConfig()
     security: SecurityConfig = SecurityConfig()
+    shadow: ShadowConfig = ShadowConfig()  # docs/lifecycle.md "Shadow"; replay: --shadow
+    drift: DriftConfig = DriftConfig()  # docs/lifecycle.md "Drift watch"
+    control: ControlConfig = ControlConfig()  # `inspector reload` / `promote`; docs/lifecycle.md "Reload (hot swap)"
     logging: LoggingConfig = LoggingConfig()
     gateway: GatewayConfig = GatewayConfig()  # `inspector gateway` (docs/plant.md); the daemon ignores it
 
@@ -187,11 +229,12 @@ class InspectorConfig(BaseSettings):
         unknown = sorted(set(self.decision.roi_thresholds) - set(names))
         if unknown:
             raise ValueError(f"decision.roi_thresholds: unknown ROI {unknown}; allowed: {names}")
-        binds = [e for e in (self.publish.bind, self.publish.backfill_bind) if e]
+        binds = [e for e in (self.publish.bind, self.publish.backfill_bind, self.control.bind) if e]
         if self.trigger.mode == "external":
             binds.append(self.trigger.endpoint)
         if len(set(binds)) != len(binds):
-            raise ValueError(f"publish.bind, publish.backfill_bind and trigger.endpoint must differ, got {binds}")
+            raise ValueError(f"publish.bind, publish.backfill_bind, control.bind and trigger.endpoint must differ, "
+                             f"got {binds}")
         return self
 
     @classmethod

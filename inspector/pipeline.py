@@ -3,7 +3,8 @@
 Threads: capture (stages/capture.py), trigger (the front end's trigger and the crop stage), score (batcher,
 engine, decisions), publish (encode, journal, send: network/publisher.py) and, with publish.preview_fps > 0,
 preview (the latest frame as a small JPEG for the `preview` topic: network/preview.py). The main thread supervises:
-systemd notifications, the watchdog, SIGTERM/SIGINT (stop capture, drain, exit 0).
+systemd notifications, the watchdog, SIGTERM/SIGINT (stop capture, drain, exit 0) and SIGHUP (reload the
+configured model beside the running one and swap it in between two batches: inspector/models/loader.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import zmq
 
 from engines import Engine
 from inspector.config import InspectorConfig
+from inspector.drift import DriftWatch
 from inspector.errors import InspectorError
 from inspector.models.active import LoadedModel, ModelSet
+from inspector.models.loader import ModelLoader
+from inspector.models.slot import ModelSlot, Swap
 from inspector.network.preview import PreviewEncoder
 from inspector.network.publisher import Publisher, PublishHook
 from inspector.network.trigger_input import ExternalTriggerReceiver
@@ -56,7 +60,8 @@ class Pipeline:
                  before_publish: Sequence[PublishHook] = (), after_publish: Sequence[PublishHook] = (),
                  status_sources: Sequence[Callable[[], dict[str, Any]]] = (), lossless: bool | None = None,
                  recorder: Recorder | None = None, context: zmq.Context | None = None,
-                 curve_secret: str | Path | None = None, services: Sequence[Service] = ()) -> None:
+                 curve_secret: str | Path | None = None, services: Sequence[Service] = (),
+                 shadow: LoadedModel | None = None, model_loader: ModelLoader | None = None) -> None:
         self.cfg = cfg
         self.engine = engine
         self.notifier = notifier or Notifier()
@@ -66,7 +71,7 @@ class Pipeline:
         roi_names = [r.name for r in cfg.rois] or ["center"]
         self.thresholds = resolve_thresholds(roi_names, cfg.decision, engine.manifest.threshold)
         self.models = ModelSet(LoadedModel(engine, self.model_id, self.thresholds, Path(str(cfg.engine.path or "")),
-                                           engine.manifest))
+                                           engine.manifest), shadow)  # shadow: models/shadow.py load_shadow
         self.ctx = context or zmq.Context()  # with CURVE: the context the authenticator was started on
         self.services = list(services)  # e.g. the backfill server: started after the binds, stopped first
         self.parts: queue.Queue = queue.Queue(cfg.engine.queue_parts)
@@ -79,6 +84,11 @@ class Pipeline:
         self._signal: int | None = None
         self.preview = PreviewEncoder(cfg.publish, lambda: self.capture.latest, cfg.rois,  # the `preview` topic
                                       station_id=cfg.station_id, run_id=self.run_id)
+        # drift watch (inspector/drift.py): every published result's scores in, the status topic's `drift` out
+        self.drift = DriftWatch(cfg.drift, self.model_id, engine.manifest, reference=lambda model_id: (
+            self.models.production.manifest if self.models.production.model_id == model_id else None))
+        after_publish = [*after_publish, self.drift.observe]
+        status_sources = [*status_sources, self.drift.status_source]
         self.publisher = Publisher(
             cfg.publish, self.ctx, self.results, self.stats, station_id=cfg.station_id, run_id=self.run_id,
             info={"model_id": self.model_id, "backend": engine.backend,
@@ -86,12 +96,32 @@ class Pipeline:
             first_sequence=first_sequence, before_publish=before_publish, after_publish=after_publish,
             status_sources=status_sources, abort=self._abort, recorder=recorder, curve_secret=curve_secret,
             preview=self.preview)
+        self.model_loader = model_loader  # hot swap (inspector/models/loader.py): SIGHUP and the control socket
+        if model_loader is not None:
+            model_loader.attach(self.slot, first_sequence, self._swapped)
+        self._reload_requested = False  # SIGHUP: set by the handler, acted on by the supervisor loop
         self._stages = [threading.Thread(target=self._guard, args=(self._trigger_loop,), name="trigger", daemon=True),
                         threading.Thread(target=self._guard, args=(self._score_loop,), name="score", daemon=True)]
         self._stop = threading.Event()
         self.fatal: BaseException | None = None
         self.started_mono = 0.0
         self.ended_mono = 0.0
+
+    @property
+    def models(self) -> ModelSet:
+        """The ModelSet the next batch is scored with: the slot's (inspector/models/slot.py), which a reload
+        swaps between two batches."""
+        return self.slot.current
+
+    @models.setter
+    def models(self, value: ModelSet) -> None:  # before start(): the set the pipeline begins with
+        self.slot = ModelSlot(value)
+
+    def _swapped(self, swap: Swap) -> None:
+        """After a hot swap (the loader's thread): the status topic names the new production model."""
+        production = swap.new.production
+        self.model_id = production.model_id
+        self.publisher.info.update(model_id=production.model_id, backend=getattr(production.engine, "backend", None))
 
     # --- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -121,6 +151,7 @@ class Pipeline:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, _frame: self._on_signal(signum))
+            signal.signal(signal.SIGHUP, lambda _signum, _frame: self._on_hangup())  # systemctl reload
         try:
             self.start()
         except InspectorError:
@@ -146,6 +177,9 @@ class Pipeline:
             if self._signal is not None:
                 log.info("signal received", signal=signal.Signals(self._signal).name)
                 self._signal = None
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload_configured()
             now, examined = time.monotonic(), self.stats.frames_examined
             if ready and not stopping and interval and now - last_ping >= interval and examined != last_examined:
                 last_ping, last_examined = now, examined
@@ -167,6 +201,8 @@ class Pipeline:
     def close(self) -> None:
         for service in self.services:
             service.stop()
+        if self.model_loader is not None:
+            self.model_loader.close()
         self.capture.stop()
         self.preview.stop()
         if self.receiver is not None:
@@ -174,7 +210,20 @@ class Pipeline:
         for t in (*self._stages, self.capture, self.publisher):
             if t.ident is not None:  # started (not when a bind failed first)
                 t.join(2 if t is not self.publisher else self.cfg.publish.linger_ms / 1000 + 2)
+        final = self.slot.close()  # a reload still loading closes what it loaded
+        if final.production.engine is not self.engine:  # swapped in by a reload: the pipeline's to close
+            final.production.engine.close()
         self.ctx.term()
+
+    def _on_hangup(self) -> None:
+        self._reload_requested = True  # the supervisor loop starts the reload: nothing else in a signal handler
+
+    def _reload_configured(self) -> None:
+        if self.model_loader is None:
+            log.warning("SIGHUP: this pipeline has no model loader; restart to load another model")
+            return
+        log.info("SIGHUP: reloading the configured model beside the running one")
+        self.model_loader.reload_configured()
 
     def _on_signal(self, signum: int) -> None:
         self._signal = signum  # logged by the supervisor loop: no locks taken in a signal handler
@@ -229,7 +278,13 @@ class Pipeline:
                                          size=lambda p: max(1, len(p.crops)))
         try:
             while batch := batcher.next_batch():
-                for result in score_and_decide(self.models, batch, stats=self.stats):
+                models = self.slot.between_batches()  # a hot swap happens only here, between two batches
+                results: list = []
+                try:
+                    results = score_and_decide(models, batch, stats=self.stats)
+                finally:
+                    self.slot.batch_done(len(results))
+                for result in results:
                     self._put(self.results, result)
         finally:
             self._put(self.results, END)

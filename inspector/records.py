@@ -54,6 +54,18 @@ class RoiResult:
     anomaly_map: np.ndarray | None = None  # float32 H×W, same units as the score
 
 
+@dataclass(frozen=True)
+class ShadowResult:
+    """The shadow model's judgement of the same crops (docs/lifecycle.md "Shadow"): published on the `shadow`
+    topic and journaled beside the production verdict, never sent to the PLC and never its verdict."""
+
+    model_id: str
+    scores: dict[str, float | None]  # per ROI name; None when the shadow could not score it
+    thresholds: dict[str, float]  # the shadow manifest's threshold per ROI ([decision] overrides do not apply)
+    verdict: Verdict
+    error: str | None = None  # why the verdict is "error"
+
+
 @dataclass
 class Result:
     part: Part
@@ -61,6 +73,7 @@ class Result:
     rois: list[RoiResult]
     model_id: str
     error: str | None = None  # why the verdict is "error"
+    shadow: ShadowResult | None = None  # with [shadow] model set: the candidate's verdict of the same crops
 
 
 @dataclass
@@ -73,3 +86,4 @@ class Outgoing:
     raw: bytes
     images: list[bytes]
     stored: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
+    shadow: dict[str, Any] | None = None  # the `shadow` topic's header (stages/shadow.py), journaled with the row

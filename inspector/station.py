@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ import zmq
 
 from inspector.config import InspectorConfig
 from inspector.errors import InspectorError
+from inspector.models.control import ControlServer
+from inspector.models.loader import ModelLoader
+from inspector.models.shadow import load_shadow
 from inspector.network import security
 from inspector.network.backfill import BackfillServer
 from inspector.network.publisher import PublishHook
@@ -66,18 +69,20 @@ class Station:
     services: list[Service] = field(default_factory=list)  # started after the pipeline's binds
     start_info: dict[str, Any] = field(default_factory=dict)
     backfill: BackfillServer | None = None
+    loader: ModelLoader | None = None  # hot swap: SIGHUP and the control socket (inspector/models/)
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         return {"context": self.context, "recorder": self.recorder, "first_sequence": self.first_sequence,
                 "curve_secret": self.curve_secret, "services": self.services,
-                "status_sources": [self.status]}
+                "status_sources": [self.status], "model_loader": self.loader}
 
     def status(self) -> dict[str, Any]:
         """Status-topic fields: this start (restart announcement), security mode and the backfill counters."""
         backfill = {"state": "off"} if self.backfill is None else {
             "state": "serving" if self.backfill.is_alive() else "stopped", "endpoint": self.backfill.endpoint,
             **self.backfill.stats()}
-        return {**self.start_info, "backfill": backfill}
+        model = self.loader.status() if self.loader is not None else {}  # the `model` object
+        return {**self.start_info, "backfill": backfill, **model}
 
 
 def station_secret(cfg: InspectorConfig) -> Path | None:
@@ -94,26 +99,33 @@ def station_secret(cfg: InspectorConfig) -> Path | None:
 
 
 def run_station(cfg: InspectorConfig, *, realtime: bool, notifier: Notifier | None = None,
-                synchronous: str | None = None, after_publish: Sequence[PublishHook] = ()) -> tuple[int, Pipeline]:
+                synchronous: str | None = None, after_publish: Sequence[PublishHook] = (),
+                read_config: Callable[[], InspectorConfig] | None = None) -> tuple[int, Pipeline]:
     """Load the model, open the station around it, run the pipeline until its stream ends or a signal
     arrives; the exit code and the finished pipeline (its stats and times). A missing or bad model stops
-    before anything is bound; an error the user can fix is raised as InspectorError."""
+    before anything is bound; an error the user can fix is raised as InspectorError. `read_config` reads the
+    configuration again as the daemon started with it (file + environment): SIGHUP reloads its [engine] path."""
     engine = open_engine(cfg.engine)  # a missing or bad model stops here: nothing bound, no READY
+    shadow = None
     try:
-        station = open_station(cfg, engine.manifest.model_id, synchronous=synchronous)
+        shadow = load_shadow(cfg, engine)  # [shadow] model: checked here too, before anything is bound
+        station = open_station(cfg, engine.manifest.model_id, synchronous=synchronous, read_config=read_config)
         pipeline = Pipeline(cfg, engine, realtime=realtime, notifier=notifier, after_publish=after_publish,
-                            **station.pipeline_kwargs())
+                            shadow=shadow, **station.pipeline_kwargs())
         code = pipeline.run(handle_signals=True)
     finally:
         engine.close()
+        if shadow is not None:
+            shadow.engine.close()
     if isinstance(pipeline.fatal, InspectorError):
         raise pipeline.fatal
     return code, pipeline
 
 
 def open_station(cfg: InspectorConfig, model_id: str, *, synchronous: str | None = None,
-                 backfill: bool = True) -> Station:
-    """Check the keys, start the authenticator, read the journal's last sequence and record this start."""
+                 backfill: bool = True, read_config: Callable[[], InspectorConfig] | None = None) -> Station:
+    """Check the keys, start the authenticator, read the journal's last sequence and record this start;
+    the model loader (hot swap) and, with [control] bind, its control socket."""
     secret = station_secret(cfg)
     context = zmq.Context()
     try:
@@ -129,6 +141,12 @@ def open_station(cfg: InspectorConfig, model_id: str, *, synchronous: str | None
                                     image_root=cfg.state.images_dir, context=context, curve_secret=secret)
             station.backfill = server
             station.services.append(server)
+    state = cfg.state
+    station.loader = ModelLoader(cfg, read_config=read_config, journal_file=state.journal_file if state.journal else None,
+                                 images_dir=state.images_dir, synchronous=synchronous or state.synchronous)
+    if cfg.control.bind:  # after the pipeline's binds, stopped before them (and before the authenticator)
+        station.services.append(ControlServer(cfg.control.bind, station.loader, context=context, curve_secret=secret,
+                                              reply_timeout_s=cfg.control.reply_timeout_s))
     if auth is not None:
         station.services.append(_Named("security authenticator", lambda: None, auth.stop))
     return station
@@ -146,7 +164,7 @@ def _open_journal(station: Station, cfg: InspectorConfig, model_id: str, synchro
     store = None
     if state.store_images and state.image_quota_bytes > 0:
         store = ImageStore(state.images_dir, state.image_quota_bytes, fsync=synchronous == "FULL")
-    station.recorder = Recorder(journal, store, state.store_images)
+    station.recorder = Recorder(journal, store, state.store_images, state.store_passed_every)
     station.first_sequence = first
     station.start_info.update({"start_id": start_id, "restart": bool(start_id and start_id > 1),
                                "sequence_from_journal": from_journal})

@@ -6,6 +6,8 @@ serves the page over a Hub and feeds it on command.
     stdout: "http: http://127.0.0.1:PORT/ ..." once serving; then per command on stdin:
       feed N RATE [all]  -> N results at RATE/s, with images on failed parts (all: on every part);
                             "progress T_WALL COUNT" every 0.1 s, then "fed COUNT"
+      drift STATE        -> the following statuses carry a drift object in STATE (ok|warning; none: no
+                            object); "drift STATE" back
       quit
 """
 
@@ -80,8 +82,19 @@ def result(seq: int, t: float | None = None, *, images: bool | None = None) -> t
     return header, [VARIANTS[(seq + i // 3) % len(VARIANTS)][d["kind"]] for i, d in enumerate(descs)]
 
 
-def status(parts: int, *, camera: str = "open") -> dict[str, Any]:
-    return {"schema_version": 1, "type": "status", "station_id": "line-a", "run_id": "0badc0de",
+def drift(state: str) -> dict[str, Any]:
+    """A status topic's `drift` object (docs/protocol.md) in STATE: "warning" is a line whose parts moved up."""
+    shift = 2.4 if state == "warning" else 0.2
+    reason = ("scores of good-looking parts have moved up by 2.4 normal spreads since the model was trained (the "
+              "median of the last 200 parts): lighting, camera or part change? False rejects will climb"
+              if state == "warning" else "scores of the last 200 parts match the model's held-out good parts")
+    return {"state": state, "reason": reason, "model_id": "ours-proj-1ec412cd591b", "window_n": 200,
+            "min_parts": 50, "reference_n": 40, "warn_shift": 1.0, "median_shift": shift, "ks": 0.61 if shift > 1 else 0.08,
+            "fail_rate_recent": 0.19 if shift > 1 else 0.01, "fail_rate_expected": 0.025}
+
+
+def status(parts: int, *, camera: str = "open", drift: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**({"drift": drift} if drift is not None else {}), "schema_version": 1, "type": "status", "station_id": "line-a", "run_id": "0badc0de",
             "started_at": time.time() - 60, "published_at": time.time(), "uptime_s": 60.0, "first_sequence": 1,
             "last_sequence": parts, "model_id": "ours-proj-1ec412cd591b", "backend": "onnxruntime",
             "final": False, "frames_captured": parts * 3, "frames_examined": parts * 3, "parts_triggered": parts,
@@ -154,6 +167,7 @@ async def _serve(users: dict[str, str]) -> None:
                                             lambda line: print(line, flush=True), "line-a"))
     loop = asyncio.get_running_loop()
     frame = 0
+    drift_now: dict[str, Any] | None = None
 
     async def previews() -> None:
         nonlocal frame
@@ -161,13 +175,16 @@ async def _serve(users: dict[str, str]) -> None:
             await asyncio.sleep(0.2)
             frame += 1
             hub.on_preview(*preview(frame))
-            hub.on_status(status(hub.last_sequence))
+            hub.on_status(status(hub.last_sequence, drift=drift_now))
 
     side = asyncio.create_task(previews())
     while True:
         line = (await loop.run_in_executor(None, sys.stdin.readline)).split()
         if not line or line[0] == "quit":
             break
+        if line[0] == "drift":
+            drift_now = None if line[1] == "none" else drift(line[1])
+            print(f"drift {line[1]}", flush=True)
         if line[0] == "feed":
             n, rate = int(line[1]), float(line[2])
             images = True if line[3:] == ["all"] else None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_web_feeder import MemoryHistory, preview, status, take, verdict_of
+from gateway_web_feeder import MemoryHistory, drift, preview, status, take, verdict_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -236,6 +236,31 @@ def test_metrics_are_exact_and_parse(client: tuple[TestClient, Hub, MemoryHistor
         "camera_lost"] == 1
 
 
+
+def test_drift_object_reaches_metrics_and_the_page_state(client: tuple[TestClient, Hub, MemoryHistory]) -> None:
+    c, hub, _ = client
+
+    def drift_metrics() -> dict[str, Any]:
+        fams = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+        return {"state": {s.labels["inspector_drift_state"]: s.value for s in fams["inspector_drift_state"].samples},
+                "warning": fams["inspector_drift_warning"].samples[0].value,
+                "shift": fams["inspector_drift_shift"].samples[0].value if "inspector_drift_shift" in fams else None,
+                "rates": {s.labels["kind"]: s.value for s in fams["inspector_drift_fail_rate"].samples}}
+
+    m = drift_metrics()   # a station that sends no drift object: unknown, no numbers
+    assert m["state"]["unknown"] == 1 and m["warning"] == 0 and m["shift"] is None and m["rates"] == {}
+    assert c.get("/api/state").json()["status"]["drift"] is None
+    c.portal.call(hub.on_status, status(30, drift=drift("warning")))
+    m = drift_metrics()
+    assert m["state"] == {"unknown": 0, "ok": 0, "warning": 1, "off": 0} and m["warning"] == 1
+    assert m["shift"] == 2.4 and m["rates"] == {"recent": 0.19, "expected": 0.025}
+    page = c.get("/api/state").json()["status"]["drift"]
+    assert page["state"] == "warning" and "moved up by 2.4" in page["reason"] and page["median_shift"] == 2.4
+    c.portal.call(hub.on_status, status(30, drift=drift("ok")))
+    m = drift_metrics()
+    assert m["state"]["ok"] == 1 and m["warning"] == 0 and m["shift"] == 0.2
+
+
 # --- a real server: serve_http on its own loop in a thread ----------------------------------------
 class Served:
     def __init__(self, hub: Hub, cfg: HttpConfig) -> None:
@@ -387,18 +412,24 @@ def _wait_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists(), reason="no /usr/bin/chromium")
+def open_page(pw: Any) -> tuple[Any, Any, list[str]]:
+    """Headless Chromium (Debian's) with one 1280×900 page; the page's script errors collect in the list."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return browser, page, errors
+
+
 def test_the_page_in_headless_chromium_keeps_up_with_100_results_per_second(tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     proc, url = _feeder(tmp_path)
     shots = Path(os.environ.get("GATEWAY_WEB_SCREENSHOTS") or tmp_path)
     try:
         with playwright.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            browser, page, errors = open_page(pw)
             page.goto(url)
             wait_js(page, "document.getElementById('link').textContent === 'live'", timeout=10_000)
             assert page.text_content("#station-id") == "line-a" and page.text_content("#parts") == "0"
@@ -438,6 +469,18 @@ def test_the_page_in_headless_chromium_keeps_up_with_100_results_per_second(tmp_
                 return imgs.length === 6 && imgs.every(i => i.complete && i.naturalWidth > 0); }""", timeout=10_000)
             _screenshot(page, shots / "gateway-result.png")
             page.keyboard.press("Escape")
+
+            assert page.is_hidden("#drift-banner")          # the drift watch: a banner only while it warns
+            proc.stdin.write("drift warning\n")
+            proc.stdin.flush()
+            wait_js(page, "!document.getElementById('drift-banner').hidden", timeout=5_000)
+            assert "moved up by 2.4 normal spreads" in (page.text_content("#drift-reason") or "")
+            assert (page.text_content("#h-drift") or "").startswith("warning")
+            page.evaluate("() => window.scrollTo(0, 0)")
+            _screenshot(page, shots / "gateway-drift.png")
+            proc.stdin.write("drift ok\n")
+            proc.stdin.flush()
+            wait_js(page, "document.getElementById('drift-banner').hidden", timeout=5_000)
 
             page.fill("#login-user", "operator")
             page.fill("#login-password", PASSWORD)

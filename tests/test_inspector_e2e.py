@@ -118,6 +118,8 @@ images = ["input"]
 status_interval_s = 0.2
 wait_subscribers = 1
 backfill_bind = ""
+[control]
+bind = ""
 [state]
 dir = "{path.parent / 'state'}"
 """)

@@ -21,8 +21,10 @@ GOOD_LEVEL, DEFECT_LEVEL = 140, 230  # part brightness; the mean-pixel model sep
 THRESHOLD = 100.0
 
 
-def make_mean_model(path: Path, size: int = 32, channels: int = 3, threshold: float | None = THRESHOLD) -> Path:
-    """MODEL.onnx + MODEL.json: score = mean of the crop's pixels (0..255), identity reconstruction."""
+def make_mean_model(path: Path, size: int = 32, channels: int = 3, threshold: float | None = THRESHOLD,
+                    normal_scores: list[float] | None = None) -> Path:
+    """MODEL.onnx + MODEL.json: score = mean of the crop's pixels (0..255), identity reconstruction;
+    `normal_scores`: the manifest's held-out normal scores (the drift watch's reference), none by default."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -46,7 +48,8 @@ def make_mean_model(path: Path, size: int = 32, channels: int = 3, threshold: fl
     inputs, outputs = io_specs(size, channels)
     manifest = Manifest(model_id=model_id_for("meanpixel", digest), variant="meanpixel", onnx_file=path.name,
                         onnx_sha256=digest, inputs=inputs, outputs=outputs, image_size=size, channels=channels,
-                        color_order="BGR" if channels == 3 else "GRAY", threshold=threshold, lambda_=0.0)
+                        color_order="BGR" if channels == 3 else "GRAY", threshold=threshold, lambda_=0.0,
+                        normal_scores=sorted(normal_scores or []))
     write_manifest(manifest, path)
     return path
 

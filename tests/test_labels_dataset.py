@@ -194,3 +194,55 @@ def test_split_fallback_pruned_parts_and_config(state: Path, tmp_path: Path) -> 
     assert [p.name for p in (out / "test" / "good").iterdir()] == ["4_center.png"]
     assert "not exported: sequence 1 (good): the part is no longer in the journal (retention)" in done.stdout
     assert "(1 pruned)" in done.stdout.splitlines()[-1]
+
+
+def _killed(delay_s: float, *args: str) -> None:
+    """Start `inspector ARGS`, SIGKILL it after delay_s (it may have finished already)."""
+    proc = subprocess.Popen(inspector_cmd(*args), cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(delay_s)
+    proc.kill()
+    proc.wait(30)
+
+
+def _complete_dataset(out: Path) -> int:
+    """The rows of a data set folder's labels.csv, after checking every file it names is there."""
+    with open(out / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all((out / r["file"]).is_file() for r in rows if r["file"])
+    return len(rows)
+
+
+def _count(state: Path, table: str, label: str) -> int:
+    """Rows of `table` with `label`; 0 while the table does not exist (no label run committed yet)."""
+    try:
+        [(n,)] = query(state, f"SELECT COUNT(*) FROM {table} WHERE label = '{label}'")
+    except sqlite3.OperationalError as e:
+        assert "no such table" in str(e)
+        return 0
+    return n
+
+
+def test_sigkill_during_label_or_dataset_leaves_all_or_nothing(state: Path, tmp_path: Path) -> None:
+    """SIGKILL at moments from before the first write to after the end: `inspector label` leaves all of
+    its labels or none of them (one transaction), `inspector dataset` leaves DIR absent or complete, and
+    the next run of each works on what the killed one left."""
+    every = [str(s) for s in range(1, 2 * N_PARTS + 1)]
+    out = tmp_path / "ds"
+    outcomes = set()
+    for i, delay in enumerate((0.0, 0.4, 0.8, 1.2, 1.8, 5.0)):
+        label = f"kind{i}"
+        _killed(delay, "label", *every, "--as", label, "--state", str(state))
+        n, h = (_count(state, table, label) for table in ("labels", "label_history"))
+        assert (n, h) in ((0, 0), (len(every), len(every))), (delay, n, h)
+        outcomes.add(n > 0)
+        _killed(delay, "dataset", "--out", str(out), "--state", str(state), "--force")
+        if out.exists():
+            assert _complete_dataset(out) > 0
+    assert outcomes == {False, True}    # the kill landed both before and after a label run's commit
+    assert inspector("label", *every, "--as", "good", "--state", str(state)).returncode == 0
+    assert query(state, "SELECT COUNT(*) FROM labels WHERE label = 'good'") == [(len(every),)]
+    done = inspector("dataset", "--out", str(out), "--state", str(state), "--force")
+    assert done.returncode == 0, done.stderr
+    assert _complete_dataset(out) == len(every)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "state"] == ["ds"]   # no half data set left beside it

@@ -29,6 +29,7 @@ def station_config(video: Path, state_dir: Path, **sections: Any) -> InspectorCo
         "engine": {"max_batch": 8, "max_wait_ms": 2},
         "publish": {"bind": "", "backfill_bind": "", "status_interval_s": 0.05},
         "state": {"dir": str(state_dir), "synchronous": "NORMAL"},
+        "control": {"bind": ""},
     }
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value

@@ -68,6 +68,8 @@ def test_the_units_settings(name: str) -> None:
     caches = (last(unit, "CacheDirectory") or "").split()
     assert env["XDG_CACHE_HOME"] == f"/var/cache/{caches[0]}" == f"/var/cache/inspector{suffix}"
     assert env["CUDA_CACHE_PATH"].removeprefix("/var/cache/") in caches   # created by systemd, not by CUDA
+    # `systemctl reload` = SIGHUP: the daemon swaps in the configured model without stopping (issue 24)
+    assert last(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
 
 
 @pytest.mark.parametrize("name", list(GATEWAY_UNITS))
@@ -88,6 +90,8 @@ def test_the_gateway_units_settings(name: str) -> None:
     assert env["INSPECTOR_GATEWAY__STATE_DIR"] == f"/var/lib/inspector-gateway{suffix}" == env["HOME"]
     assert env["HOME"] == last(unit, "WorkingDirectory")
     assert env["XDG_CACHE_HOME"] == f"/var/cache/{last(unit, 'CacheDirectory')}"
+    # the station's journal folder writable (the web page's labels), optional ("-"): its StateDirectory
+    assert last(unit, "ReadWritePaths") == f"-/var/lib/{last(station, 'StateDirectory')}"
     # ordered after its station (same instance for the template)
     assert f"inspector{'@%i' if suffix else ''}.service" in (last(unit, "After", "Unit") or "").split()
     # the station's hardening, and no devices at all (no camera, no GPU)

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -155,15 +156,26 @@ def fit_score_stats(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, ba
     stats.fit_pair(l_p)
 
 
+NORMAL_SCORES = "normal_scores"  # the checkpoint metrics' key of the held-out scores (export -> manifest)
+
+
 @torch.no_grad()
-def shipped_threshold(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 128) -> float | None:
-    """The threshold from the held-out normal images' scores (trainer/threshold.py; no test labels needed,
-    so a folder of good images alone gives a deployable model); None without E or held-out images."""
+def held_out_scores(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 128) -> np.ndarray | None:
+    """The scores of held-out normal images x (float64), as the exported graph computes them: what the
+    threshold is set from and what the manifest ships as `normal_scores` (the drift watch's reference);
+    None without E or held-out images."""
     if "E" not in nets or len(x) == 0:
         return None
     det = detector_from(cfg, nets).eval()
     scores = torch.cat([det(x[i:i + batch])[0] for i in range(0, len(x), batch)])
-    return held_out_threshold(scores.double().cpu().numpy(), cfg.score)
+    return scores.double().cpu().numpy()
+
+
+def shipped_threshold(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 128) -> float | None:
+    """The threshold from the held-out normal images' scores (trainer/threshold.py; no test labels needed,
+    so a folder of good images alone gives a deployable model); None without E or held-out images."""
+    scores = held_out_scores(cfg, nets, x, batch)
+    return None if scores is None else held_out_threshold(scores, cfg.score)
 
 
 def networks_from(payload: dict[str, Any]) -> tuple[Config, dict[str, nn.Module]]:

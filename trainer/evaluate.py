@@ -19,9 +19,10 @@ from torch import nn
 
 from common.auroc import auroc
 from common.errors import UserError
+from common.manifest import reference_scores
 from trainer import checkpoint
 from trainer.config import Config, ScoreConfig
-from trainer.detector import detector_from, networks_from, score_anogan
+from trainer.detector import NORMAL_SCORES, detector_from, networks_from, score_anogan
 from trainer.plots import plot_examples, plot_histogram, plot_roc
 from trainer.tensors import resolve_device, to_images, to_tensor
 from trainer.threshold import held_out_threshold, threshold_source
@@ -164,6 +165,9 @@ def run_evaluate(opts: EvaluateOptions) -> dict[str, Any]:
     metrics.update(thresholds(val_scores, labels, scores, cfg.score))
     metrics.update(decision_stats(labels, scores, metrics["threshold"]))
     metrics["n_held_out_normals"] = 0 if val_scores is None else int(len(val_scores))
+    # the drift watch's reference (manifest normal_scores): these scores, else the ones fit stored
+    metrics[NORMAL_SCORES] = (reference_scores(val_scores) if val_scores is not None
+                              else list((payload.get("metrics") or {}).get(NORMAL_SCORES) or []))
     metrics["best_epoch"], metrics["epochs"] = run.get("best_epoch"), run.get("epochs")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plot_roc(run_dir / "roc.png", labels, test.kinds, scores)

@@ -29,10 +29,11 @@ from common.manifest import (
     Manifest,
     io_specs,
     model_id_for,
+    reference_scores,
     sha256_file,
     write_manifest,
 )
-from trainer.detector import ExportableDetector, load_detector
+from trainer.detector import NORMAL_SCORES, ExportableDetector, load_detector
 from trainer.models import bake_spectral_norm
 from trainer.onnx_passes import count_ops, fold_batchnorm, spectral_norm_leftovers, strip_debug_metadata
 from trainer.tensors import from_uint8, to_uint8
@@ -214,15 +215,17 @@ def export_detector(detector: ExportableDetector, out: str | Path, check_images:
     sha = sha256_file(out)
     inputs, outputs = io_specs(size, channels)
     variant, threshold = str(detector.variant), detector.threshold
+    metrics = dict(detector.metrics or {})
+    normal_scores = reference_scores(metrics.pop(NORMAL_SCORES, None) or [])  # top level, not in metrics
     manifest = Manifest(
         model_id=model_id_for(variant, sha), variant=variant, onnx_file=out.name, onnx_sha256=sha,
         inputs=inputs, outputs=outputs, image_size=size, channels=channels,
         color_order="BGR" if channels == 3 else "GRAY",
         threshold=None if threshold is None else float(threshold), lambda_=float(detector.lam),
-        metrics=_jsonable({**(detector.metrics or {}), "export_parity": figures,
+        metrics=_jsonable({**metrics, "export_parity": figures,
                            "score_terms": {"pair_weight": float(detector.pair_weight),
                                            "code_weight": float(detector.code_weight)}}),
-        producer=producer_versions())
+        producer=producer_versions(), normal_scores=normal_scores)
     write_manifest(manifest, out)
     return manifest
 
@@ -242,4 +245,7 @@ def run_export(opts: ExportOptions) -> Manifest:
     print(f"wrote {opts.out} and {opts.out.with_suffix('.json')}: {manifest.model_id}, "
           f"{manifest.image_size}×{manifest.image_size}×{manifest.channels}, threshold {manifest.threshold}, "
           f"ONNX Runtime vs torch max rel. score deviation {parity.get('score_max_rel_dev', float('nan')):.1e}")
+    if not manifest.normal_scores:
+        print("note: no held-out normal scores in the checkpoint, so the daemon's drift watch has no reference "
+              "for this model; `trainer evaluate RUN_DIR` then export again adds them", flush=True)
     return manifest

@@ -28,17 +28,18 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
 from common.errors import UserError
+from common.manifest import reference_scores
 from trainer import checkpoint
 from trainer.augment import random_shift
 from trainer.config import Config, build_config, with_mnist_defaults
-from trainer.detector import attach_score_stats, fit_score_stats, shipped_threshold
+from trainer.detector import NORMAL_SCORES, attach_score_stats, fit_score_stats, held_out_scores
 from trainer.distributed import barrier, ddp_wrapper, init_distributed, is_main_process, shutdown
 from trainer.init_from import FineTune, init_config
 from trainer.models import build_networks, init_weights
 from trainer.resume import Progress, load_progress, save_progress, stored_config
 from trainer.steps import make_step
 from trainer.tensors import to_images, to_tensor
-from trainer.threshold import threshold_source
+from trainer.threshold import held_out_threshold, threshold_source
 
 RECALIBRATION_IMAGES = 2048  # BatchNorm statistics are re-estimated on at most this many training images
 EpochHook = Callable[[int, dict[str, nn.Module]], dict[str, Any]]
@@ -243,10 +244,11 @@ def fit_arrays(images: np.ndarray, cfg: Config, out: Path | None = None, resume:
     if out is not None and info.main:
         run = dict(run_info or {}, best_epoch=result.best_epoch, epochs=t.epochs, val_indices=result.val_indices,
                    train_seconds=round(sum(h["seconds"] for h in progress.history), 1))
-        threshold = shipped_threshold(cfg, nets, x_all[val_idx].to(device))
+        val_scores = held_out_scores(cfg, nets, x_all[val_idx].to(device))
+        threshold = None if val_scores is None else held_out_threshold(val_scores, cfg.score)
         metrics = {} if threshold is None else {
             "threshold": threshold, "threshold_source": threshold_source(cfg.score, len(val_idx)),
-            "n_held_out_normals": len(val_idx)}
+            "n_held_out_normals": len(val_idx), NORMAL_SCORES: reference_scores(val_scores)}
         checkpoint.save(out / "model.pt", checkpoint.make_payload(cfg, nets, run, threshold, metrics))
     barrier(info)
     return result

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from inspector.state.labels import GOOD, LABEL_RE
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -78,6 +80,19 @@ class HttpConfig(_Section):
     bind: HostPort = "127.0.0.1:8080"     # "" = no web page and no /metrics
     users: dict[str, str] = Field(default_factory=dict)   # user -> password hash: who may log in
     preview_fps: float = Field(2.0, gt=0, le=30)          # live view refresh the page asks for
+    # the page's label buttons (logged-in users; the station's journal, [state]): "good" and one per defect name
+    label_defects: list[str] = Field(default_factory=lambda: ["defect"], max_length=20)
+
+    @field_validator("label_defects")
+    @classmethod
+    def _defect_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not LABEL_RE.match(name) or name.lower() == GOOD:
+                raise ValueError(f"gateway.http.label_defects: {name!r} is not a defect name (letters, digits, "
+                                 "_ and -, at most 32 characters; not `good`)")
+        if len(set(v)) != len(v):
+            raise ValueError("gateway.http.label_defects: a name appears twice")
+        return v
 
 
 class MqttConfig(_Section):

@@ -189,7 +189,7 @@ class Feed:
                 self.stats.bad += 1
                 continue
             if topic == RESULT:
-                result = self._live_result(header, frames[2:], items, results)
+                result = self._live_result(header, frames, items, results)
                 if result is not None:
                     results.append(result)
                     items.append(("result", result))
@@ -200,9 +200,10 @@ class Feed:
                 items.append(("preview", header, frames[2]))
         self._commit(results, items)
 
-    def _live_result(self, header: dict[str, Any], images: list[bytes], items: list[tuple[Any, ...]],
+    def _live_result(self, header: dict[str, Any], frames: list[bytes], items: list[tuple[Any, ...]],
                      results: list[PartResult]) -> PartResult | None:
-        """The result to take in now, or None (a duplicate, or held back until its gap is filled)."""
+        """The result to take in now (from the message's frames: topic, header, images), or None (a
+        duplicate, or held back until its gap is filled)."""
         if self.gaps.duplicate(header):
             self.stats.duplicates += 1
             return None
@@ -218,16 +219,16 @@ class Feed:
         if lost:
             self.stats.lost += lost
             log.error("results lost: not in the station's journal or no backfill", before=seq, lost=lost)
-        result = self._parse(header, images)
+        result = self._parse(header, frames[2:], frames[1])
         if result is not None:
             self.stats.live += 1
         return result
 
-    def _parse(self, header: dict[str, Any], images: list[bytes]) -> PartResult | None:
+    def _parse(self, header: dict[str, Any], images: list[bytes], raw: bytes | None = None) -> PartResult | None:
         """The result, or None for a header with a sequence but malformed otherwise: counted, logged and
         skipped (asking the journal again would give the same header and stall the feed)."""
         try:
-            return PartResult.from_message(header, images)
+            return PartResult.from_message(header, images, raw)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self.stats.bad += 1
             log.error("malformed result skipped", sequence=header.get("sequence"), error=repr(e))

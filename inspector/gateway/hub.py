@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 VERDICT_CODES = {"pass": 1, "fail": 2, "error": 3}     # the number a PLC reads (0 = no result yet)
 StationState = Literal["unknown", "running", "camera_lost", "engine_error", "stopped"]
 STATE_CODES: dict[str, int] = {"unknown": 0, "running": 1, "camera_lost": 2, "engine_error": 3, "stopped": 4}
+DRIFT_STATES = ("unknown", "ok", "warning", "off")   # the station's drift watch (status `drift`)
 RECENT = 200        # results the hub keeps in memory (with their images) for the web page
 QUEUE = 1000        # events a server's queue holds before the oldest are dropped
 
@@ -53,10 +54,13 @@ class PartResult:
     error: str | None
     header: dict[str, Any] = field(repr=False, compare=False)
     images: tuple[tuple[dict[str, Any], bytes], ...] = field(default=(), repr=False, compare=False)
+    raw: str | None = field(default=None, repr=False, compare=False)   # the header's JSON as received
 
     @classmethod
-    def from_message(cls, header: dict[str, Any], images: list[bytes] | None = None) -> PartResult:
-        """From a result header and its image frames (in the order of header["images"])."""
+    def from_message(cls, header: dict[str, Any], images: list[bytes] | None = None,
+                     raw: bytes | None = None) -> PartResult:
+        """From a result header and its image frames (in the order of header["images"]); `raw`, the header
+        frame as it came, is what the store keeps (not encoded again)."""
         rois = tuple(RoiResult(r["name"], None if r.get("score") is None else float(r["score"]),
                                float(r["threshold"]), r["verdict"]) for r in header.get("rois", []))
         pairs = tuple(zip(header.get("images") or [], images or [], strict=False))
@@ -64,7 +68,8 @@ class PartResult:
                    float(header.get("latency_ms", 0.0)), float(header.get("captured_at", 0.0)),
                    float(header.get("published_at", 0.0)), str(header.get("model_id", "")),
                    str(header.get("station_id", "")), str(header.get("run_id", "")), int(header.get("frame", -1)),
-                   str(header.get("trigger", "")), header.get("error"), header, pairs)
+                   str(header.get("trigger", "")), header.get("error"), header, pairs,
+                   raw.decode("utf-8", "replace") if raw is not None else None)
 
     @property
     def verdict_code(self) -> int:
@@ -194,6 +199,13 @@ class Hub:
         if self.status and self.status.get("model_id"):
             return str(self.status["model_id"])
         return self.last_result.model_id if self.last_result else ""
+
+    @property
+    def drift(self) -> dict[str, Any] | None:
+        """The station's drift watch (status `drift`: state, reason, median_shift, ...; docs/protocol.md),
+        None until a status carries one."""
+        drift = (self.status or {}).get("drift")
+        return drift if isinstance(drift, dict) else None
 
     @property
     def frames_dropped(self) -> int:

@@ -269,7 +269,7 @@ async def _serve(cfg: InspectorConfig, store: Store, servers: list[Server],
                     told.append(True)
                     notifier.ready(f"serving {', '.join(sorted(ready))}")
             task = asyncio.create_task(_call(functions[server.key], server, gw, hub, trigger, on_ready,
-                                             cfg.station_id, store), name=server.key)
+                                             cfg.station_id, store, station_journal(cfg)), name=server.key)
             tasks[task] = server
         if not required:
             told.append(True)
@@ -284,8 +284,13 @@ async def _serve(cfg: InspectorConfig, store: Store, servers: list[Server],
         notifier.close()
 
 
+def station_journal(cfg: InspectorConfig) -> Path | None:
+    """The station's journal file (its [state]) that the web page's label action writes to; None: no journal."""
+    return cfg.state.journal_file if cfg.state.journal else None
+
+
 def _call(function: Callable[..., Any], server: Server, gw: GatewayConfig, hub: Hub, trigger: TriggerForwarder,
-          ready: Callable[[str], None], station_id: str, store: Store) -> Any:
+          ready: Callable[[str], None], station_id: str, store: Store, journal: Path | None = None) -> Any:
     section = getattr(gw, server.key)
     if server.key == "opcua":
         args: tuple[Any, ...] = (hub, section, trigger, ready, station_id)
@@ -293,7 +298,9 @@ def _call(function: Callable[..., Any], server: Server, gw: GatewayConfig, hub: 
         args = (hub, section, trigger, ready)
     else:
         args = (hub, section, ready, station_id)
-    kwargs = {"acked": store.acked(server.key), "persist": store.set_acked} if server.plc else {}
+    kwargs: dict[str, Any] = {"acked": store.acked(server.key), "persist": store.set_acked} if server.plc else {}
+    if server.key == "http":
+        kwargs["journal"] = journal  # the label action (web/labels.py)
     return function(*args, **kwargs)
 
 

@@ -111,8 +111,8 @@ class Store:
                 self._w.execute("BEGIN IMMEDIATE")
                 self._w.executemany(
                     "INSERT OR REPLACE INTO results (seq, captured_at, verdict, part_id, header) VALUES (?,?,?,?,?)",
-                    [(r.sequence, r.captured_at, r.verdict, r.part_id, json.dumps(r.header, separators=(",", ":")))
-                     for r in taken])
+                    [(r.sequence, r.captured_at, r.verdict, r.part_id,
+                      r.raw if r.raw is not None else json.dumps(r.header, separators=(",", ":"))) for r in taken])
                 rows = [("last_sequence", last), *((k, getattr(counters, k)) for k in _COUNTERS)] if taken else []
                 self._w.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
                 self._w.executemany("INSERT OR REPLACE INTO acks (channel, sequence) VALUES (?, ?)", acks.items())

@@ -25,6 +25,7 @@ from inspector.network.preview import PreviewEncoder
 from inspector.network.sockets import SocketThread
 from inspector.records import Outgoing, Result
 from inspector.stages.encode import SCHEMA_VERSION, build_outgoing
+from inspector.stages.shadow import shadow_header
 from inspector.state.recorder import Recorder
 from inspector.stats import Stats
 
@@ -32,6 +33,7 @@ log = structlog.get_logger("inspector.publish")
 
 RESULT_TOPIC = b"result"
 STATUS_TOPIC = b"status"
+SHADOW_TOPIC = b"shadow"  # [shadow] model's verdicts (docs/protocol.md); the gateway never subscribes to it
 END = None
 MAX_BATCH = 256  # results journaled in one commit at most
 PREVIEW_POLL_S = 0.05  # with previews on, an idle publisher looks for one this often
@@ -127,10 +129,14 @@ class Publisher(SocketThread):
     def publish_many(self, results: Sequence[Result]) -> None:
         """Number, record (journal before sending) and send results, in order."""
         store_kinds = self.recorder.store_kinds if self.recorder is not None else ()
+        passed_every = self.recorder.store_passed_every if self.recorder is not None else 0
         batch = []
         for result in results:
             out = build_outgoing(result, self.next_sequence, self.station_id, self.run_id, self.cfg,
-                                 time.time(), time.monotonic(), store_kinds)
+                                 time.time(), time.monotonic(), store_kinds, passed_every)
+            if result.shadow is not None:  # journaled in the result's row, sent after it
+                out.shadow = shadow_header(result, result.shadow, self.next_sequence, self.station_id,
+                                           self.run_id, SCHEMA_VERSION)
             self.next_sequence += 1
             self._run_hooks(self.before_publish, out.header, out.images)
             batch.append(out)
@@ -143,6 +149,8 @@ class Publisher(SocketThread):
         header = out.header
         if self._sock is not None:
             self._sock.send_multipart([RESULT_TOPIC, out.raw, *out.images], copy=False)
+            if out.shadow is not None:
+                self._sock.send_multipart([SHADOW_TOPIC, json.dumps(out.shadow).encode()])
         self.stats.published(header["verdict"], header["latency_ms"] / 1000)
         with structlog.contextvars.bound_contextvars(sequence=header["sequence"]):
             level = log.debug if header["verdict"] == "pass" else log.info

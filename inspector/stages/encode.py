@@ -51,21 +51,41 @@ def _roi_images(r: RoiResult, kinds: Sequence[str]) -> list[tuple[str, np.ndarra
     return out
 
 
-def build_outgoing(result: Result, sequence: int, station_id: str, run_id: str, cfg: PublishConfig,
-                   now_wall: float, now_mono: float, store_kinds: Sequence[str] = ()) -> Outgoing:
-    """The result message, plus the images the store keeps (`store_kinds` of a failed/error part).
+def passed_part_kept(sequence: int, every: int) -> bool:
+    """Whether a passed part's input crop is stored (`[state] store_passed_every`; 0 = never): one sequence
+    number in each block of `every`, at an offset that moves on by one each block (block b keeps
+    b*every + b % every). Deterministic, about one part in `every`, and the kept sequences do not all share
+    one remainder: `inspector dataset` splits train/test by `sequence % 5`, a fixed offset would send them all
+    to the same side."""
+    if every <= 0:
+        return False
+    block, offset = divmod(sequence, every)
+    return offset == block % every
 
-    What is stored does not depend on what is sent: an image both sent and stored is encoded once.
+
+def build_outgoing(result: Result, sequence: int, station_id: str, run_id: str, cfg: PublishConfig,
+                   now_wall: float, now_mono: float, store_kinds: Sequence[str] = (),
+                   store_passed_every: int = 0) -> Outgoing:
+    """The result message, plus the images the store keeps (`store_kinds` of a failed/error part; the input
+    crop of a passed part that `passed_part_kept` picks).
+
+    What is stored does not depend on what is sent: an image both sent and stored is encoded once. A part the
+    shadow model judged otherwise than production is stored whatever its verdict (the evidence for compare).
     """
     part = result.part
     send = cfg.send_images == "all" or (cfg.send_images == "failed" and result.verdict != "pass")
-    store = bool(store_kinds) and result.verdict != "pass"
+    # a passed part's images are kept too when the shadow model disagrees: `inspector compare` shows them
+    disputed = result.shadow is not None and result.shadow.verdict != result.verdict
+    store = bool(store_kinds) and (result.verdict != "pass" or disputed)
+    # a sample of the passed parts keeps its input crop: confirmed-good parts for `inspector dataset`
+    sampled = bool(store_kinds) and not store and result.verdict == "pass" and \
+        passed_part_kept(sequence, store_passed_every)
     descriptors: list[dict[str, Any]] = []
     images: list[bytes] = []
     stored: dict[tuple[str, str], tuple[str, bytes]] = {}
     for r in result.rois:
         sent_kinds = list(cfg.images) if send else []
-        kept_kinds = list(store_kinds) if store else []
+        kept_kinds = list(store_kinds) if store else ["input"] if sampled else []
         wanted = sent_kinds + [k for k in kept_kinds if k not in sent_kinds]  # sent ones in configured order
         for kind, img in _roi_images(r, wanted):
             data = encode_image(img, cfg.image_format, cfg.jpeg_quality)

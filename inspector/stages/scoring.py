@@ -59,19 +59,37 @@ def engine_cpu_threads(cfg: EngineConfig) -> int | None:
     return max(1, available_cores() - 1)
 
 
-def score_batch(engine: Engine, parts: list[Part], stats: Stats | None = None) -> list[Scored]:
-    """Score every crop of every part, in engine calls of at most engine.max_batch crops; each call's
-    outcome goes to `stats` (the status topic's `engine` object)."""
-    out = [Scored(p, error=p.error) for p in parts]
-    todo = [s for s in out if s.error is None]
-    crops = [c for s in todo for c in s.part.crops]
-    if not crops:
+@dataclass(frozen=True)
+class Stacked:
+    """A batch's crops stacked once (uint8 N×H×W×C: every crop of every part without an error, in order):
+    the production engine and the shadow engine both score this very array (stages/decide.py)."""
+
+    parts: list[Part]
+    todo: list[int]  # indices into parts of those without an error
+    images: np.ndarray | None  # None when there is no crop to score
+
+
+def stack_crops(parts: list[Part]) -> Stacked:
+    todo = [i for i, p in enumerate(parts) if p.error is None]
+    crops = [c for i in todo for c in parts[i].crops]
+    return Stacked(parts, todo, np.stack(crops) if crops else None)
+
+
+def score_stacked(engine: Engine, batch: Stacked, stats: Stats | None = None, *, name: str = "engine",
+                  log_errors: bool = True) -> list[Scored]:
+    """Score a stacked batch, in engine calls of at most engine.max_batch crops; each call's outcome goes to
+    `stats` (the status topic's `engine` object). A failing call gives every part in it the error
+    "<name> failed: ...", never silence; a part that could not be cropped keeps its own error."""
+    out = [Scored(p, error=p.error) for p in batch.parts]
+    todo = [out[i] for i in batch.todo]
+    if batch.images is None:
         return out
     try:
-        r = infer_in_batches(engine, np.stack(crops))  # in calls of at most engine.max_batch crops
+        r = infer_in_batches(engine, batch.images)  # in calls of at most engine.max_batch crops
     except Exception as e:
-        message = f"engine failed: {type(e).__name__}: {e}"
-        log.error("scoring failed", error=message, parts=len(todo))
+        message = f"{name} failed: {type(e).__name__}: {e}"
+        if log_errors:
+            log.error("scoring failed", error=message, parts=len(todo))
         for s in todo:
             s.error = message
         if stats is not None:
@@ -85,3 +103,8 @@ def score_batch(engine: Engine, parts: list[Part], stats: Stats | None = None) -
         s.scores, s.reconstructions, s.maps = r.scores[i : i + n], r.reconstructions[i : i + n], r.maps[i : i + n]
         i += n
     return out
+
+
+def score_batch(engine: Engine, parts: list[Part], stats: Stats | None = None) -> list[Scored]:
+    """Score every crop of every part: stack_crops, then score_stacked."""
+    return score_stacked(engine, stack_crops(parts), stats)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from inspector.state.events import EVENTS_SCHEMA
 from inspector.state.journal_reader import (
     COLUMNS,
     VERDICTS,
@@ -30,7 +31,7 @@ from inspector.state.journal_reader import (
 
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
+_SCHEMA = EVENTS_SCHEMA + """
 CREATE TABLE IF NOT EXISTS verdicts (
     seq         INTEGER PRIMARY KEY,
     part_id     TEXT,
@@ -59,7 +60,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0);
 """
 
-_INSERT = f"INSERT INTO verdicts ({COLUMNS}) VALUES ({', '.join('?' * 13)})"
+# The shadow model's verdict of the same part ([shadow] model; NULL without one): added to an older journal
+# file when it is opened (`add_shadow_columns`). Scores and thresholds are JSON objects per ROI, as `scores`.
+SHADOW_COLUMNS = ("shadow_model_id", "shadow_verdict", "shadow_scores", "shadow_thresholds", "shadow_error")
+_INSERT = (f"INSERT INTO verdicts ({COLUMNS}, {', '.join(SHADOW_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * (13 + len(SHADOW_COLUMNS)))})")
 _PRUNE_CHUNK = 5000
 
 
@@ -75,8 +80,27 @@ def _roi_values(header: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return ({k: v.get("score") for k, v in items}, {k: v.get("threshold") for k, v in items})
 
 
+def add_shadow_columns(conn: sqlite3.Connection) -> list[str]:
+    """Add the SHADOW_COLUMNS an older journal file lacks (nullable: its rows have no shadow); the names added."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(verdicts)")}
+    added = [c for c in SHADOW_COLUMNS if c not in have]
+    for column in added:
+        conn.execute(f"ALTER TABLE verdicts ADD COLUMN {column} TEXT")
+    return added
+
+
+def _shadow_values(shadow: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """The SHADOW_COLUMNS of a `shadow` topic header (stages/shadow.py), all None without one."""
+    if shadow is None:
+        return (None,) * len(SHADOW_COLUMNS)
+    rois = [r for r in shadow.get("rois") or [] if isinstance(r, Mapping)]
+    return (shadow.get("model_id"), shadow.get("verdict"),
+            json.dumps({str(r.get("name")): r.get("score") for r in rois}),
+            json.dumps({str(r.get("name")): r.get("threshold") for r in rois}), shadow.get("error"))
+
+
 def _row_values(header: Mapping[str, Any], images: Mapping[str, str], raw: str,
-                now: float) -> tuple[Any, ...]:
+                now: float, shadow: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
     seq, verdict = header_seq(header), header.get("verdict")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise ValueError(f"header sequence must be an integer >= 1, got {seq!r}")
@@ -85,7 +109,8 @@ def _row_values(header: Mapping[str, Any], images: Mapping[str, str], raw: str,
     scores, thresholds = _roi_values(header)
     return (seq, header.get("part_id"), header.get("frame"), header_field(header, "station_id"), verdict,
             json.dumps(scores), json.dumps(thresholds), header_field(header, "captured_at"),
-            header_field(header, "published_at"), header.get("model_id"), raw, json.dumps(dict(images)), now)
+            header_field(header, "published_at"), header.get("model_id"), raw, json.dumps(dict(images)), now,
+            *_shadow_values(shadow))
 
 
 class Journal:
@@ -136,6 +161,7 @@ class Journal:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA journal_size_limit = 8388608")
             conn.executescript(_SCHEMA)
+            add_shadow_columns(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db_last = read_last_seq(conn)
         except (sqlite3.Error, OSError) as exc:
@@ -181,16 +207,19 @@ class Journal:
         """Journal one verdict durably; call it before publishing. See `append_many`."""
         self.append_many([(header, images or {}, raw)])
 
-    def append_many(self, items: Sequence[tuple[Mapping[str, Any], Mapping[str, str], str | bytes | None]]
-                    ) -> None:
+    def append_many(self, items: Sequence[tuple[Mapping[str, Any], Mapping[str, str], str | bytes | None]
+                                          | tuple[Mapping[str, Any], Mapping[str, str], str | bytes | None,
+                                                  Mapping[str, Any] | None]]) -> None:
         """Journal verdicts in one commit. `raw` is the exact header JSON that is published
-        (default: json.dumps(header)). Sequence numbers must increase (ValueError otherwise).
+        (default: json.dumps(header)); an optional fourth item is the part's `shadow` header, kept in the
+        shadow columns. Sequence numbers must increase (ValueError otherwise).
 
         On JournalUnavailable the rows are not durable: they wait in memory (up to `backlog`, the
         oldest dropped beyond) and are written, in order, with the next successful append or flush().
         """
         now = time.time()
-        rows = [_row_values(h, imgs, _raw_text(h, raw), now) for h, imgs, raw in items]
+        rows = [_row_values(item[0], item[1], _raw_text(item[0], item[2]), now, item[3] if len(item) > 3 else None)
+                for item in items]
         self._check_order(rows)
         for row in rows:
             if len(self._pending) == self._pending.maxlen:

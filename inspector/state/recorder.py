@@ -53,10 +53,11 @@ class Recorder:
     """The journal (None: journaling off) and the image store (None: images not kept)."""
 
     def __init__(self, journal: Journal | None, store: ImageStore | None = None,
-                 store_kinds: Sequence[str] = ()) -> None:
+                 store_kinds: Sequence[str] = (), store_passed_every: int = 0) -> None:
         self.journal = journal
         self.store = store
         self.store_kinds = tuple(store_kinds) if store is not None else ()
+        self.store_passed_every = store_passed_every if store is not None else 0  # [state] store_passed_every
         self.journal_health = Health("journal")
         self.store_health = Health("image store")
 
@@ -66,7 +67,7 @@ class Recorder:
         if self.journal is None:
             return
         try:
-            self.journal.append_many([(o.header, n, o.raw) for o, n in zip(batch, names, strict=True)])
+            self.journal.append_many([(o.header, n, o.raw, o.shadow) for o, n in zip(batch, names, strict=True)])
         except JournalUnavailable as exc:
             self.journal_health.fault(str(exc))
         else:

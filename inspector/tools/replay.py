@@ -17,7 +17,7 @@ import numpy as np
 
 from common.auroc import auroc
 from common.ground_truth import TruthPart, part_at, read_ground_truth
-from inspector.config import load_config
+from inspector.config import InspectorConfig, load_config
 from inspector.errors import InspectorError
 from inspector.logs import setup_logging
 from inspector.station import run_station
@@ -35,6 +35,7 @@ class ReplayOptions:
     state: Path | None = None  # journal every verdict (and failed parts' images) here
     backfill: str | None = None  # with state: serve backfill requests at this endpoint
     frames: int | None = None  # loop the video until this many frames were read (soak tests)
+    shadow: Path | None = None  # [shadow] model: a candidate scoring the same crops (shadow topic, journal)
 
 
 def part_score(header: dict[str, Any]) -> float | None:
@@ -130,17 +131,19 @@ def run_replay(opts: ReplayOptions) -> int:
                                  "state": {"journal": opts.state is not None}}
     if opts.state is not None:
         overrides["state"]["dir"] = str(opts.state)
-    cfg = load_config(opts.config, overrides)
-    if opts.publish and cfg.publish.wait_subscribers == 0:
-        cfg.publish.wait_subscribers = 1  # a listener started first must not miss the first results
+    if opts.shadow is not None:
+        overrides["shadow"] = {"model": str(opts.shadow)}
+    cfg = replay_config(opts, overrides)
     setup_logging("warning", cfg.logging.format, cfg.station_id, stream=sys.stderr)
     headers: list[dict[str, Any]] = []
     code, pipeline = run_station(cfg, realtime=opts.realtime, synchronous="NORMAL",
-                                 after_publish=[lambda h, _images: headers.append(h)])
+                                 after_publish=[lambda h, _images: headers.append(h)],
+                                 read_config=lambda: replay_config(opts, overrides))  # SIGHUP: --model again
     if code != 0:
         return code
     summary = summarize(headers, pipeline.stats.frames_captured, pipeline.ended_mono - pipeline.started_mono)
     summary["model_id"] = pipeline.model_id
+    summary["drift"] = pipeline.drift.status()  # the drift watch at the end (inspector/drift.py)
     if truth is not None:
         summary.update(evaluate(headers, truth))
     print(format_summary(summary), flush=True)
@@ -154,6 +157,17 @@ def run_replay(opts: ReplayOptions) -> int:
                                  "printed above as JSON instead: save it from there, or free the disk / fix the "
                                  "path and replay again") from None
     return 0
+
+
+def replay_config(opts: ReplayOptions, overrides: dict[str, Any]) -> InspectorConfig:
+    """The file's configuration under the command line's; with --publish the first result waits for a listener;
+    a control socket only where the file (or the environment) binds one, so replays never share its port."""
+    cfg = load_config(opts.config, overrides)
+    if opts.publish and cfg.publish.wait_subscribers == 0:
+        cfg.publish.wait_subscribers = 1  # a listener started first must not miss the first results
+    if "bind" not in cfg.control.model_fields_set:
+        cfg.control.bind = None
+    return cfg
 
 
 def check_writable(path: Path) -> None:
@@ -213,4 +227,6 @@ def format_summary(s: dict[str, Any]) -> str:
         for w in s["wrong"]:
             lines.append(f"  wrong: part {w['part_id']} ({w['label']}) got {w['verdict']} at frame {w['frame']}"
                          f" ({w['why']})")
+    if s.get("drift"):
+        lines.append(f"drift: {s['drift']['state']}: {s['drift']['reason']}")
     return "\n".join(lines)

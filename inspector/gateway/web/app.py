@@ -16,6 +16,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Generator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -34,6 +35,7 @@ from inspector.gateway.config import HttpConfig
 from inspector.gateway.hub import Hub
 from inspector.gateway.web.api import Api, BadRequest
 from inspector.gateway.web.auth import AuthError, Sessions, error_response
+from inspector.gateway.web.labels import Labeller
 from inspector.gateway.web.live import Live
 from inspector.gateway.web.metrics import Metrics
 
@@ -73,10 +75,13 @@ def _index() -> bytes:
     return resources.files(PACKAGE).joinpath("static", "index.html").read_bytes()
 
 
-def make_app(hub: Hub, cfg: HttpConfig, station_id: str, *, secret: bytes | None = None) -> Starlette:
+def make_app(hub: Hub, cfg: HttpConfig, station_id: str, *, secret: bytes | None = None,
+             journal: Path | None = None) -> Starlette:
     """The Starlette app: the page, its API, login and /metrics over `hub`. The hub's event consumer starts
-    with the app's lifespan (uvicorn, or a TestClient used as a context manager)."""
+    with the app's lifespan (uvicorn, or a TestClient used as a context manager). `journal`: the station's
+    journal file the label action writes to (None: labels off)."""
     sessions = Sessions(cfg.users, secret)
+    labeller = Labeller(sessions, journal, cfg.label_defects)
     live_ref: dict[str, Live] = {}
     metrics = Metrics(hub, station_id, lambda: {"gateway_web_events": live_ref["live"].queue_depth()})
     live = live_ref["live"] = Live(hub, metrics.observe)
@@ -120,6 +125,8 @@ def make_app(hub: Hub, cfg: HttpConfig, station_id: str, *, secret: bytes | None
         Route("/api/events", api.events),
         Route("/api/session", sessions.session_info),
         Route("/api/ping-authenticated", sessions.ping, methods=["POST"]),
+        Route("/api/label", labeller.info, methods=["GET"]),
+        Route("/api/label", labeller.label, methods=["POST"]),
         Route("/login", sessions.login, methods=["POST"]),
         Route("/logout", sessions.logout, methods=["POST"]),
         Route("/metrics", api.prometheus),

@@ -159,7 +159,7 @@ class Sessions:
         return response
 
     async def login(self, request: Request) -> Response:
-        form = await _small_form(request)
+        form = await small_form(request)
         self.require_csrf(request, self.read(request), form.get("csrf"))
         user, password = form.get("user", ""), form.get("password", "")
         if not user or len(user) > MAX_USER or len(password) > MAX_PASSWORD or not await self.check_password(user, password):
@@ -173,7 +173,7 @@ class Sessions:
         return response
 
     async def logout(self, request: Request) -> Response:
-        form = await _small_form(request)
+        form = await small_form(request)
         self.require_csrf(request, self.read(request), form.get("csrf"))
         session = self.new(None)
         response: Response = (JSONResponse({"user": None, "csrf": session.csrf}) if wants_json(request)
@@ -187,7 +187,7 @@ class Sessions:
         return JSONResponse({"ok": True, "user": session.user, "at": time.time()})
 
 
-async def _small_form(request: Request) -> dict[str, str]:
+async def small_form(request: Request) -> dict[str, str]:
     """The urlencoded or multipart form of a POST (no files, a few short fields); {} for an empty body."""
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):

@@ -23,7 +23,7 @@ from prometheus_client.core import (
     StateSetMetricFamily,
 )
 
-from inspector.gateway.hub import STATE_CODES, Hub, PartResult
+from inspector.gateway.hub import DRIFT_STATES, STATE_CODES, Hub, PartResult
 from inspector.gateway.web.views import camera_up, engine_state
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -77,9 +77,37 @@ class StationCollector:
         state = StateSetMetricFamily("inspector_station_state", "The station's state as the gateway sees it.")
         state.add_metric([], {s: s == hub.state for s in STATE_CODES})
         yield state
+        yield from self._drift()
         info = InfoMetricFamily("inspector_model", "The model the station runs.", labels=["station_id"])
         info.add_metric([self.station_id], {"model_id": hub.model_id, "backend": str(status.get("backend") or "")})
         yield info
+
+    def _drift(self) -> Iterator[Metric]:
+        """The station's drift watch (status `drift`, inspector/drift.py): its state, and its numbers while
+        it has them (none before min_parts parts, or for a model without normal_scores)."""
+        drift = self.hub.drift or {}
+        state = StateSetMetricFamily("inspector_drift_state", "The station's drift watch: recent parts' scores "
+                                     "against the model's held-out normal scores (warning: they moved).")
+        current = str(drift.get("state") or "unknown")
+        state.add_metric([], {s: s == current for s in DRIFT_STATES})
+        yield state
+        yield GaugeMetricFamily("inspector_drift_warning", "1 while the drift watch warns that the scores of "
+                                "recent parts have moved since the model was trained.", value=int(current == "warning"))
+        for name, key, text in (
+                ("inspector_drift_shift", "median_shift", "Median score of the recent parts minus the model's "
+                 "held-out normals' median, in normal spreads (IQR/1.349)."),
+                ("inspector_drift_ks", "ks", "Kolmogorov-Smirnov statistic of the recent scores against the "
+                 "held-out normals (0..1).")):
+            value = drift.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield GaugeMetricFamily(name, text, value=value)
+        rate = GaugeMetricFamily("inspector_drift_fail_rate", "Share of the drift window's parts above a "
+                                 "threshold (recent) and what good parts would give (expected).", labels=["kind"])
+        for kind in ("recent", "expected"):
+            value = drift.get(f"fail_rate_{kind}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                rate.add_metric([kind], value)
+        yield rate
 
     def _queue_depths(self) -> dict[str, int]:
         status = self.hub.status or {}

@@ -109,7 +109,19 @@ def status_summary(hub: Hub) -> dict[str, Any]:
         "journal": _part(s.get("journal"), ("state", "error", "pending", "dropped", "faults", "last_seq")),
         "image_store": _part(s.get("image_store"), ("state", "error", "files", "bytes", "quota_bytes", "faults")),
         "latency": latency(hub),
+        "drift": drift_summary(hub),
     }
+
+
+def drift_summary(hub: Hub) -> dict[str, Any] | None:
+    """The drift watch for the page's banner and health row: state ("ok", "warning", "unknown", "off"),
+    the reason in words, and its numbers; None when the station sends no drift object."""
+    d = hub.drift
+    if d is None:
+        return None
+    nums = ("median_shift", "ks", "fail_rate_recent", "fail_rate_expected", "warn_shift")
+    return {"state": str(d.get("state") or "unknown"), "reason": str(d.get("reason") or ""), "cause": d.get("cause"),
+            "model_id": d.get("model_id"), "window_n": d.get("window_n"), **{k: _num(d.get(k)) for k in nums}}
 
 
 def preview_info(hub: Hub) -> dict[str, Any] | None:

@@ -62,6 +62,16 @@ function renderStatus(s) {
   health("h-link", s.connected ? `connected (run ${s.run_id || "?"})` : "no data from the station", s.connected ? "ok" : "bad");
   health("h-model", s.model_id ? `${s.model_id}${s.backend ? ` on ${s.backend}` : ""}` : null, "");
   health("h-fps", s.fps == null ? null : `${s.fps} frames/s, ${s.frames_captured ?? "?"} read`, "");
+  renderDrift(s.drift);
+}
+
+function renderDrift(d) {  // the station's drift watch: a banner while it warns, a health row always
+  const warn = !!d && d.state === "warning";
+  $("drift-banner").hidden = !warn;
+  text($("drift-reason"), warn ? d.reason : "");
+  const shift = d && d.median_shift != null ? `, median shift ${Number(d.median_shift).toFixed(2)} normal spreads` : "";
+  health("h-drift", d ? `${d.state}${shift}` : null, warn ? "bad" : d && d.state === "ok" ? "ok" : "");
+  $("h-drift").title = d ? d.reason : "";
 }
 
 function health(id, value, cls) { const el = $(id); text(el, value); el.className = cls || ""; }
@@ -94,8 +104,39 @@ function resultRow(tbody, r, withDate, atTop) {
   cell(tr, r.verdict, `verdict ${r.verdict}`);
   scoresCell(cell(tr, "", "scores"), r.rois || []);
   cell(tr, fmtMs(r.latency_ms));
+  labelCell(tr, r.sequence);
   if (r.error) tr.title = r.error;
   return tr;
+}
+
+// --- labels: a logged-in operator's judgement into the station's journal (POST /api/label) ------------
+let labelInfo = { enabled: false, reason: null, defects: [] };
+let loggedIn = false;
+
+function showLabels() {  // the buttons only for a logged-in user on a gateway that can write labels
+  document.body.classList.toggle("can-label", labelInfo.enabled && loggedIn);
+}
+
+function labelCell(tr, seq) {
+  const td = tr.insertCell();
+  td.className = "label-col";
+  for (const label of ["good", ...labelInfo.defects]) {
+    const b = document.createElement("button");
+    b.type = "button"; b.dataset.label = label;
+    b.textContent = label === "good" ? "good" : label === "defect" ? "defect" : `defect: ${label}`;
+    b.addEventListener("click", () => labelPart(seq, label, td));
+    td.append(b);
+  }
+}
+
+async function labelPart(seq, label, td) {
+  try {
+    const r = await post("/api/label", { sequence: String(seq), label });
+    const span = document.createElement("span");
+    span.className = "labelled"; span.textContent = `✓ ${r.label}`;
+    td.replaceChildren(span);
+    td.title = `labelled ${r.label} by ${r.by}`;
+  } catch (e) { text($("auth-msg"), `label #${seq}: ${e.message}`); }
 }
 
 function renderRows(rows) {
@@ -293,6 +334,7 @@ function renderSession(s) {
   $("login-form").hidden = !s.login_enabled || !!s.user;
   $("logged-in").hidden = !s.user;
   text($("user-name"), s.user || "");
+  loggedIn = !!s.user; showLabels();
 }
 
 async function post(url, form) {
@@ -341,6 +383,8 @@ async function main() {
     previewFps = s.preview_fps || previewFps;
     renderCounters(s.counters); renderStatus(s.status); renderGateway(s);
   } catch (e) { text($("auth-msg"), e.message); }
+  try { labelInfo = await getJSON("/api/label"); } catch (e) { /* an older gateway: no labels */ }
+  showLabels();
   connectEvents(after);
   previewLoop();
   route();
