@@ -552,7 +552,7 @@ def write_md(out: dict[str, Any], path: Path) -> None:
                     f"{z['parts_per_s']:.1f} (load {z['load_average_1m']['mean']}) | "
                     f"{w['parts_per_s']:.1f} (load {w['load_average_1m']['mean']}) | {w['gateway_parts']} of "
                     f"{w['parts']}, {w['gateway_caught_up_after_s']} s after the station's process exited |")
-    busy = "; ".join(out["other_processes_at_start"]) or "not recorded"
+    busy = "; ".join(out["other_processes_at_start"]) or "none"
     t = out["targets"]
     text = f"""# End to end: station → gateway → OPC UA and Modbus clients (scripts/bench_gateway.py)
 
@@ -565,10 +565,10 @@ def write_md(out: dict[str, Any], path: Path) -> None:
 on a {m['cpus']}-core machine ({m['platform']}, Python {m['python']}, asyncua {out['versions']['asyncua']},
 pymodbus {out['versions']['pymodbus']}), {out['date']}.
 
-**The machine was shared with other work during the whole bench** (at its start, by `ps` %CPU: {busy}).
-The 1-minute load average, sampled every second, was {lt['min']}–{lt['max']} (mean {lt['mean']}) over the
-bench and {ld['min']}–{ld['max']} during the latency part, on 2 cores. These are the figures of this loaded
-box, not of an uncontended edge box.
+This is a shared VM, not an edge box: other work may run beside the bench (at its start, processes above
+1 % CPU by `ps`: {busy}). The 1-minute load average, sampled every second, was {lt['min']}–{lt['max']} (mean
+{lt['mean']}) over the bench (its own processes included) and {ld['min']}–{ld['max']} during the latency part,
+on 2 cores.
 
 Each piece is its own process: the station (`inspector replay --realtime` with `--publish`, `--backfill`
 and `--state`, continuous trigger so that every frame is a part, the video paced at {out['rate_per_s']:g}
