@@ -7,21 +7,18 @@ GATEWAY_WEB_SCREENSHOTS=DIR keeps the browser test's screenshot there (docs/imag
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from test_gateway_web import CHROMIUM, PASSWORD, _screenshot, open_page, wait_js
+from test_gateway_web import CHROMIUM, PASSWORD, Served, _screenshot, open_page, wait_js
 from test_inspector_support import REPO, inspector_cmd, make_mean_model, subprocess_env, write_conveyor_video
 
 from inspector.config import load_config
@@ -29,7 +26,7 @@ from inspector.gateway.config import HttpConfig
 from inspector.gateway.hub import Hub, PartResult
 from inspector.gateway.passwords import hash_password
 from inspector.gateway.run import station_journal
-from inspector.gateway.web import make_app, serve_http
+from inspector.gateway.web import make_app
 
 USERS = {"operator": hash_password(PASSWORD)}
 DEFECTS = ["scratch", "dent"]
@@ -166,38 +163,6 @@ def test_the_defect_names_are_checked_in_the_configuration() -> None:
 
 
 # --- a real server -----------------------------------------------------------------------------------
-class Served:
-    """serve_http on its own event loop in a thread (as the gateway runs it), until stop()."""
-
-    def __init__(self, hub: Hub, cfg: HttpConfig, journal: Path | None) -> None:
-        self.lines: list[str] = []
-        self.loop = asyncio.new_event_loop()
-        self.task: asyncio.Task[None] | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(hub, cfg, journal), daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.lines and self.error is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if self.error is not None:
-            raise self.error
-        self.url = self.lines[0].split()[1]
-
-    def _run(self, hub: Hub, cfg: HttpConfig, journal: Path | None) -> None:
-        async def main() -> None:
-            self.task = asyncio.current_task()
-            await serve_http(hub, cfg, self.lines.append, "line-a", journal=journal)
-        try:
-            self.loop.run_until_complete(main())
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            self.error = e
-
-    def stop(self) -> None:
-        assert self.task is not None
-        self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(15)
-
-
 @pytest.fixture
 def served(journal: Path) -> Iterator[Served]:
     hub = Hub()

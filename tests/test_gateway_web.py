@@ -263,25 +263,29 @@ def test_drift_object_reaches_metrics_and_the_page_state(client: tuple[TestClien
 
 # --- a real server: serve_http on its own loop in a thread ----------------------------------------
 class Served:
-    def __init__(self, hub: Hub, cfg: HttpConfig) -> None:
+    """serve_http on its own event loop in a thread (as the gateway runs it), until stop(); with `journal`,
+    the station journal the page's label action writes."""
+
+    def __init__(self, hub: Hub, cfg: HttpConfig, journal: Path | None = None) -> None:
         self.hub = hub
         self.lines: list[str] = []
         self.loop = asyncio.new_event_loop()
         self.task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(cfg,), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(cfg, journal), daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.lines and self.error is None and time.monotonic() < deadline:
             time.sleep(0.02)
         if self.error is not None:
             raise self.error
+        self.url = self.lines[0].split()[1]
         self.port = int(self.lines[0].split("/")[2].rsplit(":", 1)[1])
 
-    def _run(self, cfg: HttpConfig) -> None:
+    def _run(self, cfg: HttpConfig, journal: Path | None) -> None:
         async def main() -> None:
             self.task = asyncio.current_task()
-            await serve_http(self.hub, cfg, self.lines.append, "line-a")
+            await serve_http(self.hub, cfg, self.lines.append, "line-a", journal=journal)
         try:
             self.loop.run_until_complete(main())
         except BaseException as e:  # noqa: BLE001 - handed to the test

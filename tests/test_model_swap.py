@@ -128,12 +128,23 @@ def wait_control(endpoint: str, proc: subprocess.Popen[str], timeout_s: float = 
     raise AssertionError("the control socket never answered")
 
 
-def stop(proc: subprocess.Popen[str], collector: Collector) -> tuple[str, str]:
+def stop(proc: subprocess.Popen[str], collector: Collector, more: int = 0) -> tuple[str, str]:
+    """SIGTERM the daemon once `more` further results arrived (0: at once); its stdout and stderr."""
+    if more:
+        before = len(collector.results)
+        assert collector.wait_for(lambda: len(collector.results) >= before + more)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     collector.halt.set()
     collector.join(15)
     return out, err
+
+
+def end(proc: subprocess.Popen[str], collector: Collector) -> None:
+    """Whatever happened: no daemon left running, the subscriber told to stop."""
+    if proc.poll() is None:
+        proc.kill()
+    collector.halt.set()
 
 
 def replay(tmp_path: Path, model: Path, cfg: Path, pub: str, *args: str) -> subprocess.Popen[str]:
@@ -188,9 +199,7 @@ def test_ten_reloads_during_a_full_speed_replay_lose_nothing_and_each_verdict_na
             assert collector.wait_for(lambda seq=reply["last_seq"]: len(collector.results) >= seq + 30)  # it decides
         out, err = stop(proc, collector)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        collector.halt.set()
+        end(proc, collector)
     assert proc.returncode == 0, err
     results, final = collector.results, collector.statuses[-1]
     rows = journal_rows(tmp_path / "state" / "journal.db")
@@ -252,9 +261,7 @@ def test_unfit_models_are_refused_and_the_running_model_keeps_deciding(tmp_path:
         assert collector.wait_for(lambda: len(collector.results) >= before + 50)  # still deciding
         out, err = stop(proc, collector)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        collector.halt.set()
+        end(proc, collector)
     assert proc.returncode == 0, err
     assert {h["model_id"] for h in collector.results} == {a_id}
     assert [h["sequence"] for h in collector.results] == list(range(1, len(collector.results) + 1))
@@ -306,13 +313,9 @@ def test_sighup_to_inspector_run_reloads_the_configured_path(tmp_path: Path) -> 
         proc.send_signal(signal.SIGHUP)  # a bad path: refused, B keeps deciding
         assert collector.wait_for(lambda: any(
             ((s.get("model") or {}).get("last_reload") or {}).get("ok") is False for s in collector.statuses))
-        before = len(collector.results)
-        assert collector.wait_for(lambda: len(collector.results) >= before + 20)
-        out, err = stop(proc, collector)
+        out, err = stop(proc, collector, more=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        collector.halt.set()
+        end(proc, collector)
     assert proc.returncode == 0, err
     switch = assert_one_switch(collector.results, a_id, B_ID)
     final = collector.statuses[-1]
@@ -488,13 +491,9 @@ def test_promote_makes_the_shadow_the_production_model_and_empties_the_shadow_sl
         assert status["model_id"] == B_ID and status["shadow_model_id"] is None
         again = request(control, {"command": "promote"}, 30)  # nothing left to promote
         assert again["ok"] is False and "no shadow model" in again["error"]
-        before = len(collector.results)
-        assert collector.wait_for(lambda: len(collector.results) >= before + 30)
-        out, err = stop(proc, collector)
+        out, err = stop(proc, collector, more=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        collector.halt.set()
+        end(proc, collector)
     assert proc.returncode == 0, err
     switch = assert_one_switch(collector.results, a_id, B_ID)
     events = read_events(tmp_path / "state" / "journal.db")
