@@ -8,9 +8,30 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass
+class VerdictCounts:
+    """Parts counted by verdict: pass, fail, and everything else as an error (the station's published
+    parts, the gateway's taken-in results)."""
+
+    parts: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+
+    def add(self, verdict: str) -> None:
+        self.parts += 1
+        if verdict == "pass":
+            self.passed += 1
+        elif verdict == "fail":
+            self.failed += 1
+        else:
+            self.errors += 1
 
 
 class Stats:
@@ -19,10 +40,7 @@ class Stats:
         self.frames_captured = 0
         self.frames_examined = 0  # frames the trigger stage has looked at: "frames being processed"
         self.parts_triggered = 0  # parts the trigger chose; each one is published, whatever happens
-        self.parts_inspected = 0  # parts published
-        self.passed = 0
-        self.failed = 0
-        self.errors = 0
+        self.verdicts = VerdictCounts()  # parts published
         self.dropped: Counter[str] = Counter()
         self.camera_state = "starting"
         self.camera_error: str | None = None
@@ -69,13 +87,7 @@ class Stats:
 
     def published(self, verdict: str, latency_s: float) -> None:
         with self._lock:
-            self.parts_inspected += 1
-            if verdict == "pass":
-                self.passed += 1
-            elif verdict == "fail":
-                self.failed += 1
-            else:
-                self.errors += 1
+            self.verdicts.add(verdict)
             self._latencies.append(latency_s)
 
     def snapshot(self) -> dict[str, Any]:
@@ -88,10 +100,10 @@ class Stats:
                 "frames_captured": self.frames_captured,
                 "frames_examined": self.frames_examined,
                 "parts_triggered": self.parts_triggered,
-                "parts_inspected": self.parts_inspected,
-                "passed": self.passed,
-                "failed": self.failed,
-                "errors": self.errors,
+                "parts_inspected": self.verdicts.parts,
+                "passed": self.verdicts.passed,
+                "failed": self.verdicts.failed,
+                "errors": self.verdicts.errors,
                 "frames_dropped": dict(self.dropped),
                 "camera": {"state": self.camera_state, "error": self.camera_error, "reconnects": self.reconnects},
                 "engine": {"state": "error" if self.engine_failing else "ok", "calls": self.engine_calls,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from test_inspector_support import close_stdin_and_wait
 
 pytest.importorskip("pymodbus")
 from pymodbus.client import ModbusTcpClient  # noqa: E402
@@ -86,13 +87,7 @@ class Served:
         return c
 
     def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        close_stdin_and_wait(self.proc)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from test_inspector_support import close_stdin_and_wait
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -144,14 +145,7 @@ class ServerProc:
             assert self.expect("FED").startswith("FED")
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        close_stdin_and_wait(self.proc)
 
 
 def free_port() -> int:

@@ -72,7 +72,7 @@ def test_failing_engine_publishes_an_error_verdict_for_every_part(tmp_path: Path
     assert all("illegal memory access" in h["error"] for h in headers)
     assert all(r["score"] is None for h in headers for r in h["rois"])
     assert all([i["kind"] for i in h["images"]] == ["input"] for h in headers)  # what was inspected, at least
-    assert p.stats.errors == 4
+    assert p.stats.verdicts.errors == 4
 
 
 def test_roi_outside_the_frame_stops_with_exit_code_2(tmp_path: Path) -> None:

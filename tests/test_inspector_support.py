@@ -5,6 +5,7 @@ The ONNX graph (score = mean pixel, identity reconstruction) runs through engine
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import subprocess
@@ -182,6 +183,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 def start(*args: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(inspector_cmd(*args), cwd=REPO, env=subprocess_env(**env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def close_stdin_and_wait(proc: subprocess.Popen, timeout_s: float = 10) -> None:
+    """End a child that runs until its stdin closes (the test harnesses); killed if it does not within
+    timeout_s."""
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def free_endpoint() -> str:

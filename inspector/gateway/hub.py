@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from inspector.stats import VerdictCounts
+
 VERDICT_CODES = {"pass": 1, "fail": 2, "error": 3}     # the number a PLC reads (0 = no result yet)
 StationState = Literal["unknown", "running", "camera_lost", "engine_error", "stopped"]
 STATE_CODES: dict[str, int] = {"unknown": 0, "running": 1, "camera_lost": 2, "engine_error": 3, "stopped": 4}
@@ -76,24 +78,9 @@ class PartResult:
         return VERDICT_CODES.get(self.verdict, VERDICT_CODES["error"])
 
 
-@dataclass
-class Counters:
+class Counters(VerdictCounts):
     """Results the gateway has taken in, over the station's whole journal (persisted by the store, so a
     restarted gateway continues them): exact, never sampled."""
-
-    parts: int = 0
-    passed: int = 0
-    failed: int = 0
-    errors: int = 0
-
-    def add(self, verdict: str) -> None:
-        self.parts += 1
-        if verdict == "pass":
-            self.passed += 1
-        elif verdict == "fail":
-            self.failed += 1
-        else:
-            self.errors += 1
 
 
 @dataclass(frozen=True)
