@@ -39,7 +39,9 @@ def decide(scored: Scored, thresholds: dict[str, float], model_id: str) -> Resul
     """The part's Result. A score above its threshold fails the ROI; no or non-finite scores are an error."""
     part = scored.part
     error = scored.error
-    if error is None and scored.scores is not None and not all(math.isfinite(float(s)) for s in scored.scores):
+    if error is None and (scored.scores is None or len(scored.scores) != len(part.rois)):
+        error = "engine returned no score for a crop"
+    elif error is None and not all(math.isfinite(float(s)) for s in scored.scores):
         error = "engine returned a non-finite score"
     rois: list[RoiResult] = []
     for i, roi in enumerate(part.rois):
@@ -103,17 +105,7 @@ def score_shadow(shadow: LoadedModel, batch: Stacked) -> list[ShadowResult]:
 
 
 def shadow_decide(scored: Scored, thresholds: dict[str, float], model_id: str) -> ShadowResult:
-    """`decide` for the shadow, without the production result's images: a score above its threshold fails
-    the ROI, any failing ROI the part; no or non-finite scores are an error. `thresholds` is shared, read-only."""
-    names = [roi.name for roi in scored.part.rois]
-    error = scored.error
-    values = scored.scores.tolist() if error is None and scored.scores is not None else None
-    if error is None and (values is None or len(values) != len(names)):
-        error = "shadow engine returned no score for a crop"
-    elif values is not None and not all(math.isfinite(v) for v in values):
-        error = "engine returned a non-finite score"
-    if error is not None or values is None:
-        return ShadowResult(model_id, dict.fromkeys(names), thresholds, "error", error)
-    scores = dict(zip(names, values, strict=True))
-    fail = any(v > thresholds.get(n, math.nan) for n, v in scores.items())
-    return ShadowResult(model_id, scores, thresholds, "fail" if fail else "pass")
+    """`decide` for the shadow, kept without the production result's images: per ROI score, the verdict
+    and why it is an error. `thresholds` is shared, read-only."""
+    r = decide(scored, thresholds, model_id)
+    return ShadowResult(model_id, {x.name: x.score for x in r.rois}, thresholds, r.verdict, r.error)
