@@ -31,7 +31,7 @@ import structlog
 from engines import Engine
 from inspector.config import DecisionConfig, InspectorConfig
 from inspector.errors import InspectorError
-from inspector.models.active import LoadedModel, ModelSet
+from inspector.models.active import LoadedModel, ModelSet, input_mismatch, one_line
 from inspector.models.agreement import agreement, journaled_parts
 from inspector.models.slot import ModelSlot, SlotClosed, Swap, SwapTimeout
 from inspector.stages.decide import resolve_thresholds
@@ -197,11 +197,11 @@ class ModelLoader:
         except (InspectorError, SwapTimeout, SlotClosed) as e:
             if engine is not None:
                 engine.close()
-            return self._refused(ticket, _one_line(str(e)), path, engine)
+            return self._refused(ticket, one_line(str(e)), path, engine)
         except Exception as e:  # the engine failed in warm-up or agreement: EngineError, ORT's own errors
             if engine is not None:
                 engine.close()
-            return self._refused(ticket, _one_line(f"{type(e).__name__}: {e}"), path, engine)
+            return self._refused(ticket, one_line(f"{type(e).__name__}: {e}"), path, engine)
         self._decision = decision
         return self._swapped(ticket, swap, agree, restart_needed, time.monotonic() - t0)
 
@@ -236,14 +236,10 @@ class ModelLoader:
 
     def _checked(self, engine: Engine, running: LoadedModel, decision: DecisionConfig, path: Path) -> LoadedModel:
         """What a swap needs beyond a loadable engine: the running model's input, thresholds."""
-        want, got = tuple(running.engine.input_shape), tuple(engine.input_shape)
-        if got != want:
-            raise InspectorError(f"{path} takes {_shape(got)} crops but the running model takes {_shape(want)}: "
-                                 "a hot swap keeps the crop size and channels (export the model at that size, "
-                                 "or change the size with a restart)")
-        if engine.manifest.color_order != running.manifest.color_order:
-            raise InspectorError(f"{path} expects {engine.manifest.color_order} crops, the running model "
-                                 f"{running.manifest.color_order}: re-export it, or restart with it")
+        mismatch = input_mismatch(engine, running.engine, "running model")
+        if mismatch is not None:
+            raise InspectorError(f"{path} {mismatch}: a hot swap keeps the crops' size, channels and colour "
+                                 "order (export the model to match, or change them with a restart)")
         thresholds = resolve_thresholds(self.roi_names, decision, engine.manifest.threshold)
         return LoadedModel(engine, engine.manifest.model_id, thresholds, path, engine.manifest)
 
@@ -352,11 +348,3 @@ def on_own_thread(work: Callable[[], T], name: str) -> T:
         raise value
     return value
 
-
-def _shape(shape: tuple[int, ...]) -> str:
-    h, w, c = shape
-    return f"{w}×{h}×{c}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

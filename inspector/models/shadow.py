@@ -2,7 +2,7 @@
 nothing (docs/lifecycle.md "Shadow").
 
 Checked before anything is bound: the file opens as an engine (manifest and sha256 as for production),
-takes the same input (size and channels: the crops are cut once, for the production model), and its
+takes the same input (size, channels and colour order: the crops are cut once, for the production model), and its
 manifest carries a threshold. The shadow decides against its own manifest's threshold, for every ROI:
 the production model's `[decision]` overrides do not apply to it.
 """
@@ -16,7 +16,7 @@ import structlog
 from engines import Engine
 from inspector.config import InspectorConfig
 from inspector.errors import InspectorError
-from inspector.models.active import LoadedModel
+from inspector.models.active import LoadedModel, input_mismatch, one_line
 from inspector.stages.scoring import open_engine
 
 log = structlog.get_logger("inspector.shadow")
@@ -35,7 +35,7 @@ def load_shadow(cfg: InspectorConfig, production: Engine) -> LoadedModel | None:
     try:
         engine = open_engine(cfg.engine, path)
     except InspectorError as e:
-        raise InspectorError(f"[shadow] model: {_one_line(str(e))}; fix the model, {FIX}") from None
+        raise InspectorError(f"[shadow] model: {one_line(str(e))}; fix the model, {FIX}") from None
     try:
         model = _checked(cfg, engine, production, path)
     except BaseException:
@@ -47,11 +47,10 @@ def load_shadow(cfg: InspectorConfig, production: Engine) -> LoadedModel | None:
 
 
 def _checked(cfg: InspectorConfig, engine: Engine, production: Engine, path: Path) -> LoadedModel:
-    want, got = tuple(production.input_shape), tuple(engine.input_shape)
-    if got != want:
-        raise InspectorError(
-            f"[shadow] model: {path} takes {_shape(got)} crops but the production model takes {_shape(want)}; "
-            f"a shadow must take the same input size and channels: export the candidate at that size, {FIX}")
+    mismatch = input_mismatch(engine, production, "production model")
+    if mismatch is not None:
+        raise InspectorError(f"[shadow] model: {path} {mismatch}; a shadow must take the same crops (size, channels, "
+                             f"colour order): export the candidate to match, {FIX}")
     threshold = engine.manifest.threshold
     if threshold is None:
         raise InspectorError(f"[shadow] model: {path} has no threshold in its manifest (the shadow decides with "
@@ -60,11 +59,3 @@ def _checked(cfg: InspectorConfig, engine: Engine, production: Engine, path: Pat
     return LoadedModel(engine, engine.manifest.model_id, {n: float(threshold) for n in names}, path,
                        engine.manifest)
 
-
-def _shape(shape: tuple[int, ...]) -> str:
-    h, w, c = shape
-    return f"{w}×{h}×{c}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
