@@ -219,9 +219,14 @@ class InspectorConfig(BaseSettings):
     logging: LoggingConfig = LoggingConfig()
     gateway: GatewayConfig = GatewayConfig()  # `inspector gateway` (docs/plant.md); the daemon ignores it
 
+    @property
+    def roi_names(self) -> list[str]:
+        """The ROIs' names; "center" (the centred square of the frame's height) when none is configured."""
+        return [r.name for r in self.rois] or ["center"]
+
     @model_validator(mode="after")
     def _names_refer_to_rois(self) -> InspectorConfig:
-        names = [r.name for r in self.rois] or ["center"]
+        names = self.roi_names
         if len(set(names)) != len(names):
             raise ValueError(f"rois: names must be unique, got {names}")
         if self.trigger.roi and self.trigger.roi not in names:

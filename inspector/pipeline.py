@@ -68,8 +68,7 @@ class Pipeline:
         self.stats = Stats()
         self.run_id = uuid.uuid4().hex[:8]
         self.model_id = engine.manifest.model_id
-        roi_names = [r.name for r in cfg.rois] or ["center"]
-        self.thresholds = resolve_thresholds(roi_names, cfg.decision, engine.manifest.threshold)
+        self.thresholds = resolve_thresholds(cfg.roi_names, cfg.decision, engine.manifest.threshold)
         self.models = ModelSet(LoadedModel(engine, self.model_id, self.thresholds, Path(str(cfg.engine.path or "")),
                                            engine.manifest), shadow)  # shadow: models/shadow.py load_shadow
         self.ctx = context or zmq.Context()  # with CURVE: the context the authenticator was started on

@@ -77,7 +77,7 @@ class ModelLoader:
         self.cfg = cfg
         self.read_config = read_config  # the daemon's own file + environment, read again (SIGHUP)
         self.journal_file, self.images_dir, self.synchronous = journal_file, images_dir, synchronous
-        self.roi_names = [r.name for r in cfg.rois] or ["center"]
+        self.roi_names = cfg.roi_names
         self._decision = cfg.decision
         self._lock = threading.Lock()
         self._active: Reload | None = None

@@ -55,7 +55,6 @@ def _checked(cfg: InspectorConfig, engine: Engine, production: Engine, path: Pat
     if threshold is None:
         raise InspectorError(f"[shadow] model: {path} has no threshold in its manifest (the shadow decides with "
                              f"its own; [decision] does not apply to it): export it with a threshold, {FIX}")
-    names = [r.name for r in cfg.rois] or ["center"]
-    return LoadedModel(engine, engine.manifest.model_id, {n: float(threshold) for n in names}, path,
+    return LoadedModel(engine, engine.manifest.model_id, {n: float(threshold) for n in cfg.roi_names}, path,
                        engine.manifest)
 
