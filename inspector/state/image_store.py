@@ -17,7 +17,7 @@ _TMP_PREFIX = ".tmp-"
 _EXT = {"jpeg": "jpg"}
 
 
-def _safe(part: str, fallback: str) -> str:
+def safe_name(part: str, fallback: str) -> str:
     """A file-name component: letters, digits, '_' and '-' only (no separators, no dots)."""
     cleaned = _UNSAFE.sub("-", str(part)).strip("-")[:64]
     return cleaned or fallback
@@ -31,7 +31,7 @@ def extension(fmt: str) -> str:
 def image_name(seq: int, roi: str, kind: str, ext: str, ts: float | None = None) -> str:
     """The relative name `<YYYY-MM-DD UTC>/<seq>_<roi>_<kind>.<ext>` an image is stored under."""
     day = time.strftime("%Y-%m-%d", time.gmtime(time.time() if ts is None else ts))
-    return f"{day}/{int(seq)}_{_safe(roi, 'roi')}_{_safe(kind, 'image')}.{_safe(ext, 'bin').lower()}"
+    return f"{day}/{int(seq)}_{safe_name(roi, 'roi')}_{safe_name(kind, 'image')}.{safe_name(ext, 'bin').lower()}"
 
 
 def resolve(root: str | Path, name: str) -> Path | None:

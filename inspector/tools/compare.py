@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from inspector.errors import InspectorError
-from inspector.state.image_store import read_image
+from inspector.state.image_store import read_image, safe_name
 from inspector.state.journal import SHADOW_COLUMNS
 from inspector.state.labels import GOOD, open_journal
 
@@ -175,10 +174,6 @@ def label_summary(rows: list[Row]) -> dict[str, Any] | None:
             "shadow_accuracy": round((judged["both"] + judged["shadow"]) / n, 6)}
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", name) or "roi"
-
-
 def _r(x: float) -> float:
     return round(float(x), 6)
 
@@ -243,7 +238,7 @@ def write_out(out: Path, images: Path, report: dict[str, Any], disputed: list[Ro
                         data = read_image(images, name) if name else None
                         if name is None or data is None:
                             continue
-                        rel = f"{r.seq}_{_safe(roi)}_{kind}{Path(name).suffix}"
+                        rel = f"{r.seq}_{safe_name(roi, 'roi')}_{kind}{Path(name).suffix}"
                         (out / rel).write_bytes(data)
                         files.append(rel)
                     copied += len(files)

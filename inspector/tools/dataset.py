@@ -19,7 +19,6 @@ import contextlib
 import csv
 import json
 import os
-import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import cv2
 import numpy as np
 
 from inspector.errors import InspectorError
-from inspector.state.image_store import read_image
+from inspector.state.image_store import read_image, safe_name
 from inspector.state.labels import GOOD, LABEL_RE, labelled_rows, open_journal
 
 CSV_FIELDS = ("sequence", "part_id", "roi", "label", "score", "threshold", "verdict", "model_id", "file")
@@ -59,7 +58,6 @@ class Crop:
     folder: str = ""
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def split_of(seq: int, label: str) -> str:
@@ -119,7 +117,7 @@ def _write(tmp: Path, crops: list[Crop]) -> None:
         for c in crops:
             rel = ""
             if c.data is not None:
-                rel = f"{c.folder}/{c.seq}_{_UNSAFE.sub('-', c.roi) or 'roi'}{c.ext}"
+                rel = f"{c.folder}/{c.seq}_{safe_name(c.roi, 'roi')}{c.ext}"
                 (tmp / c.folder).mkdir(parents=True, exist_ok=True)
                 (tmp / rel).write_bytes(c.data)
             scores = json.loads(c.row["scores"]) if c.row["scores"] else {}
