@@ -67,10 +67,11 @@ class Pipeline:
         self.notifier = notifier or Notifier()
         self.stats = Stats()
         self.run_id = uuid.uuid4().hex[:8]
-        self.model_id = engine.manifest.model_id
-        self.thresholds = resolve_thresholds(cfg.roi_names, cfg.decision, engine.manifest.threshold)
-        self.models = ModelSet(LoadedModel(engine, self.model_id, self.thresholds, Path(str(cfg.engine.path or "")),
-                                           engine.manifest), shadow)  # shadow: models/shadow.py load_shadow
+        thresholds = resolve_thresholds(cfg.roi_names, cfg.decision, engine.manifest.threshold)
+        # what the score loop decides with; a hot swap replaces it between two batches (inspector/models/slot.py)
+        self.slot = ModelSlot(ModelSet(LoadedModel(engine, engine.manifest.model_id, thresholds,
+                                                   Path(str(cfg.engine.path or "")), engine.manifest),
+                                       shadow))  # shadow: models/shadow.py load_shadow
         self.ctx = context or zmq.Context()  # with CURVE: the context the authenticator was started on
         self.services = list(services)  # e.g. the backfill server: started after the binds, stopped first
         self.parts: queue.Queue = queue.Queue(cfg.engine.queue_parts)
@@ -108,18 +109,17 @@ class Pipeline:
 
     @property
     def models(self) -> ModelSet:
-        """The ModelSet the next batch is scored with: the slot's (inspector/models/slot.py), which a reload
-        swaps between two batches."""
+        """The ModelSet the next batch is scored with: the slot's, which a reload swaps between two batches."""
         return self.slot.current
 
-    @models.setter
-    def models(self, value: ModelSet) -> None:  # before start(): the set the pipeline begins with
-        self.slot = ModelSlot(value)
+    @property
+    def model_id(self) -> str:
+        """The production model's id (the one a hot swap put in, after one)."""
+        return self.models.production.model_id
 
     def _swapped(self, swap: Swap) -> None:
         """After a hot swap (the loader's thread): the status topic names the new production model."""
         production = swap.new.production
-        self.model_id = production.model_id
         self.publisher.info.update(model_id=production.model_id, backend=getattr(production.engine, "backend", None))
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class Pipeline:
             t.start()
         self.frontend.start()
         log.info("pipeline started", run_id=self.run_id, model_id=self.model_id, trigger=self.cfg.trigger.mode,
-                 source=str(self.cfg.camera.source), thresholds=self.thresholds)
+                 source=str(self.cfg.camera.source), thresholds=self.models.production.thresholds)
 
     def request_stop(self) -> None:
         self._stop.set()
