@@ -14,7 +14,7 @@ from test_train import discs, tiny_config
 from common.errors import UserError
 from trainer.anomalies import blob_mask, ellipse_mask, simulate, stroke_mask, visible_change
 from trainer.config import build_config
-from trainer.detector import detector_from, shipped_threshold
+from trainer.detector import detector_from, held_out_scores
 from trainer.export import export_detector
 from trainer.fit import fit_arrays
 from trainer.losses import focal_loss
@@ -22,6 +22,7 @@ from trainer.models import PixelJudge, build_networks
 from trainer.score import gaussian_kernel, judge_map, top_share
 from trainer.steps import make_step
 from trainer.tensors import to_tensor
+from trainer.threshold import held_out_threshold
 
 torch.set_num_threads(1)
 
@@ -150,7 +151,8 @@ def test_judged_detector_fits_scores_and_exports(tmp_path: Path) -> None:
     cfg.model.judge, cfg.train.simulate, cfg.score.judge_normalize = True, 0.5, True
     res = fit_arrays(discs(48, 3), cfg, verbose=False)
     assert "J" in res.nets and "S" in res.nets          # J's map standardised per pixel on the normal images
-    threshold = shipped_threshold(cfg, res.nets, to_tensor(discs(8, 6)))
+    scores = held_out_scores(cfg, res.nets, to_tensor(discs(8, 6)))
+    threshold = None if scores is None else held_out_threshold(scores, cfg.score)
     assert threshold is not None and np.isfinite(threshold)
     det = detector_from(cfg, res.nets, threshold)
     manifest = export_detector(det, tmp_path / "m.onnx")

@@ -21,7 +21,6 @@ from trainer.config import Config, ScoreConfig
 from trainer.models import bake_spectral_norm, build_networks
 from trainer.score import anomaly_score, gaussian_kernel, judge_map, score_terms, top_share
 from trainer.score_stats import ScoreStats
-from trainer.threshold import held_out_threshold
 
 
 class ExportableDetector(nn.Module):
@@ -162,20 +161,14 @@ NORMAL_SCORES = "normal_scores"  # the checkpoint metrics' key of the held-out s
 @torch.no_grad()
 def held_out_scores(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 128) -> np.ndarray | None:
     """The scores of held-out normal images x (float64), as the exported graph computes them: what the
-    threshold is set from and what the manifest ships as `normal_scores` (the drift watch's reference);
-    None without E or held-out images."""
+    shipped threshold is set from (trainer/threshold.py held_out_threshold: no test labels needed, so a
+    folder of good images alone gives a deployable model) and what the manifest ships as `normal_scores`
+    (the drift watch's reference); None without E or held-out images."""
     if "E" not in nets or len(x) == 0:
         return None
     det = detector_from(cfg, nets).eval()
     scores = torch.cat([det(x[i:i + batch])[0] for i in range(0, len(x), batch)])
     return scores.double().cpu().numpy()
-
-
-def shipped_threshold(cfg: Config, nets: dict[str, nn.Module], x: torch.Tensor, batch: int = 128) -> float | None:
-    """The threshold from the held-out normal images' scores (trainer/threshold.py; no test labels needed,
-    so a folder of good images alone gives a deployable model); None without E or held-out images."""
-    scores = held_out_scores(cfg, nets, x, batch)
-    return None if scores is None else held_out_threshold(scores, cfg.score)
 
 
 def networks_from(payload: dict[str, Any]) -> tuple[Config, dict[str, nn.Module]]:
