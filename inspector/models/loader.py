@@ -305,9 +305,11 @@ def starts_no_threads(cfg: InspectorConfig) -> bool:
     pool, the shard workers) must start at the daemon's priority, which they inherit from their creator
     and keep once the engine is production, and only the agreement runs at the lower one."""
     threads = engine_cpu_threads(cfg.engine)
-    if threads is None:
+    if threads is None:  # ENGINES_ORT_THREADS decides, as in the engines package (imported lazily, as select.py)
+        from engines.onnxruntime_engine import default_threads
+
         try:
-            threads = int(os.environ.get("ENGINES_ORT_THREADS", "0"))
+            threads = default_threads()
         except ValueError:
             return False
     return threads == 1 and cfg.engine.backend == "onnxruntime"
