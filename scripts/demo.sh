@@ -64,7 +64,8 @@ EOF
 )
 BACKFILL="tcp://127.0.0.1:$BACKFILL_PORT"
 OPCUA="opc.tcp://127.0.0.1:$OPCUA_PORT/inspector"
-inspector listen "$ENDPOINT" --count "$PARTS" --save "$OUT/failed" > "$OUT/listen.log" 2>&1 &
+# --timeout: the demo never waits forever on a listener that heard nothing (it then says so below)
+inspector listen "$ENDPOINT" --count "$PARTS" --save "$OUT/failed" --timeout 60 > "$OUT/listen.log" 2>&1 &
 LISTENER=$!
 inspector gateway --config "$OUT/line.toml" --connect "$ENDPOINT" --backfill "$BACKFILL" --trigger "" \
     --opcua "$OPCUA" --modbus "127.0.0.1:$MODBUS_PORT" --http "127.0.0.1:$HTTP_PORT" --mqtt "" \
@@ -83,6 +84,10 @@ else   # the demo goes on without it (e.g. its libraries are missing: pip instal
     wait "$GATEWAY" 2>/dev/null || true
     GATEWAY=
 fi
+# the first result waits (at most [publish] wait_subscribers_s) until the listener and the gateway have both
+# subscribed: with one awaited subscriber, the gateway alone could start the replay before the listener joined
+SUBSCRIBERS=$([ -n "$GATEWAY" ] && echo 2 || echo 1)
+INSPECTOR_PUBLISH__WAIT_SUBSCRIBERS=$SUBSCRIBERS \
 inspector replay "$OUT/line.mp4" --model "$OUT/model.onnx" --config "$OUT/line.toml" \
     --ground-truth "$OUT/line.csv" --publish "$ENDPOINT" --backfill "$BACKFILL" --json "$OUT/replay.json" \
     --state "$OUT/state"
